@@ -1,0 +1,97 @@
+# Ambient Lite. The two commands a newcomer runs: `make demo` and `make test`.
+# Both install what they need (Debian packages, pinned upstream builds) and
+# print how long each phase took.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+export PATH := /usr/local/go/bin:$(PATH)
+
+GO        ?= go
+TAG       ?= dev
+PREFIX    ?= localhost/ambientlite
+PUSH      ?=
+STATE_DIR ?= /var/lib/ambient-lite/cluster
+OUT       := _output
+BIN       := $(OUT)/bin
+CLUSTER   := $(BIN)/cluster --state-dir=$(STATE_DIR)
+KUBECONFIG_LOCAL := $(STATE_DIR)/kubeconfig
+E2E_TIMEOUT ?= 30m
+
+# phase NAME CMD: run CMD and print how long it took.
+define phase
+	@echo "### $(1)"; s=$$(date +%s); $(2); echo "### $(1): $$(( $$(date +%s) - s ))s"
+endef
+
+.PHONY: all build test unit e2e bench demo images cluster-up cluster-down cluster-status generate verify lint tools clean
+
+all: build
+
+## build: compile every binary into _output/bin
+build:
+	$(GO) build ./...
+	@mkdir -p $(BIN)
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ ./e2e/cmd/...
+
+## test: unit tests, then the e2e tests against the local cluster (what CI runs)
+test:
+	$(call phase,unit tests,$(MAKE) --no-print-directory unit)
+	$(call phase,e2e tests (cluster up + images + tests),$(MAKE) --no-print-directory e2e)
+
+unit:
+	$(GO) vet ./...
+	$(GO) test -count=1 ./...
+
+## e2e: bring up the local cluster (idempotent), load the images, run the e2e tests
+e2e: cluster-up images
+	KUBECONFIG=$(KUBECONFIG_LOCAL) AMBIENT_LITE_STATE_DIR=$(STATE_DIR) \
+		$(GO) test -tags e2e -count=1 -timeout $(E2E_TIMEOUT) -v ./e2e/...
+
+## bench: Go benchmarks (print, never fail on a number)
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+## demo: a local cluster (or the current reachable context) with the sample app
+demo: build
+	$(call phase,demo,STATE_DIR=$(STATE_DIR) PREFIX=$(PREFIX) TAG=$(TAG) e2e/demo/demo.sh)
+
+## images: build OCI images of every binary (no Docker); load them into the
+## local cluster, or push them with PUSH=registry/prefix
+images: build
+ifeq ($(PUSH),)
+	$(call phase,images,$(BIN)/images --out $(OUT)/images --prefix $(PREFIX) --tag $(TAG) --tools-dir "$$(e2e/cluster/build-tools.sh)" $$( [ -S /run/containerd/containerd.sock ] && echo --load ))
+else
+	$(call phase,images,$(BIN)/images --out $(OUT)/images --tag $(TAG) --tools-dir "$$(e2e/cluster/build-tools.sh)" --push $(PUSH))
+endif
+
+## cluster-up / cluster-down / cluster-status: the local Kubernetes cluster
+cluster-up: build tools
+	$(call phase,cluster up,$(CLUSTER) up --tools-dir "$$(e2e/cluster/build-tools.sh)")
+
+cluster-down: build
+	$(CLUSTER) down
+
+cluster-status: build
+	$(CLUSTER) status
+
+## tools: host packages and the pinned upstream Kubernetes build (cached)
+tools:
+	$(call phase,host packages,e2e/cluster/install-deps.sh)
+	$(call phase,upstream binaries,e2e/cluster/build-tools.sh >/dev/null)
+
+## generate: regenerate generated code (nothing is generated yet)
+generate:
+	$(GO) generate ./...
+
+## verify: fail if generated code or formatting is out of date
+verify: generate
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "run gofmt -w"; exit 1; }
+	@git diff --exit-code --stat || { echo "make generate changed the tree"; exit 1; }
+
+## lint: gofmt and go vet
+lint:
+	@test -z "$$(gofmt -l .)" || { gofmt -l .; echo "run gofmt -w"; exit 1; }
+	$(GO) vet ./...
+	cd e2e/cluster/tools && $(GO) vet ./...
+
+clean:
+	rm -rf $(OUT)

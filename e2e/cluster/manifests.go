@@ -1,0 +1,6 @@
+package cluster
+
+import _ "embed"
+
+//go:embed coredns.yaml
+var corednsManifest string
