@@ -13,7 +13,7 @@ PUSH      ?=
 STATE_DIR ?= /var/lib/ambient-lite/cluster
 OUT       := _output
 BIN       := $(OUT)/bin
-CLUSTER   := $(BIN)/cluster --state-dir=$(STATE_DIR)
+CLUSTER   := $(BIN)/cluster
 KUBECONFIG_LOCAL := $(STATE_DIR)/kubeconfig
 E2E_TIMEOUT ?= 30m
 
@@ -65,13 +65,14 @@ endif
 
 ## cluster-up / cluster-down / cluster-status: the local Kubernetes cluster
 cluster-up: build tools
-	$(call phase,cluster up,$(CLUSTER) up --tools-dir "$$(e2e/cluster/build-tools.sh)")
+	$(call phase,cluster up,$(CLUSTER) up --state-dir=$(STATE_DIR) --tools-dir "$$(e2e/cluster/build-tools.sh)")
+	@ln -sf "$$(e2e/cluster/build-tools.sh)/kubectl" $(BIN)/kubectl
 
 cluster-down: build
-	$(CLUSTER) down
+	$(CLUSTER) down --state-dir=$(STATE_DIR)
 
 cluster-status: build
-	$(CLUSTER) status
+	$(CLUSTER) status --state-dir=$(STATE_DIR)
 
 ## tools: host packages and the pinned upstream Kubernetes build (cached)
 tools:

@@ -35,7 +35,7 @@ if [ "$use_local" = 1 ]; then
 	step "local cluster"
 	make --no-print-directory cluster-up STATE_DIR="$STATE_DIR"
 	export KUBECONFIG=$local_kubeconfig
-	kubectl_bin=$(cat "$STATE_DIR/tools-dir")/kubectl
+	kubectl_bin=$bin/kubectl
 	step "images"
 	make --no-print-directory images PREFIX="$PREFIX" TAG="$TAG"
 fi
@@ -51,16 +51,18 @@ k -n bookinfo exec deploy/client -- meshecho client --print-body http://frontend
 step "50 requests to reviews: kube-proxy spreads them over v1 and v2"
 k -n bookinfo exec deploy/client -- meshecho client -n 50 -c 5 --keepalive=false http://reviews:9080/reviews/0
 
+if [ "$use_local" = 1 ]; then
+	printf '\nWhat to try next (kubectl v1.37.2 is in _output/bin):\n  export KUBECONFIG=%s PATH=%s:$PATH\n' "$KUBECONFIG" "$bin"
+else
+	printf '\nWhat to try next:\n'
+fi
 cat <<EOT
-
-What to try next:
-  export KUBECONFIG=$KUBECONFIG
-  $kubectl_bin -n bookinfo get pods,svc -o wide
-  $kubectl_bin -n bookinfo exec deploy/client -- meshecho client -n 100 -c 10 http://reviews:9080/
-  $kubectl_bin -n bookinfo exec deploy/client -- meshecho client --print-body 'http://ratings:9080/?status=503'
-  $kubectl_bin -n bookinfo logs deploy/reviews-v2
-  $kubectl_bin -n bookinfo port-forward svc/frontend 9080:9080   # then: curl localhost:9080/productpage
+  kubectl -n bookinfo get pods,svc -o wide
+  kubectl -n bookinfo exec deploy/client -- meshecho client -n 100 -c 10 http://reviews:9080/
+  kubectl -n bookinfo exec deploy/client -- meshecho client --print-body 'http://ratings:9080/?status=503'
+  kubectl -n bookinfo logs deploy/reviews-v2
+  kubectl -n bookinfo port-forward svc/frontend 9080:9080   # then: curl localhost:9080/productpage
 Tear down:
-  $kubectl_bin delete namespace bookinfo     # just the sample
-  make cluster-down                          # the whole local cluster, host restored
+  kubectl delete namespace bookinfo     # just the sample
+  make cluster-down                     # the whole local cluster, host restored
 EOT

@@ -22,7 +22,7 @@ const (
 
 // ErrNoContainerd means there is no containerd to import into, or no ctr
 // to talk to it with.
-var ErrNoContainerd = errors.New("containerd is not available")
+var ErrNoContainerd = errors.New("cannot import into containerd")
 
 // ImportOption changes one of Import's defaults.
 type ImportOption func(*importConfig)

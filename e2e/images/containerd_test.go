@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -49,7 +48,9 @@ func TestImportErrors(t *testing.T) {
 }
 
 // TestImport imports an image into the local cluster's containerd, when
-// there is one, under a tag of its own that it removes afterwards.
+// there is one, and waits for the CRI plugin to see it under the image ID
+// Build reported. The image's binary is random, so no other image shares
+// its ID, and the test removes both its tag and the ID reference after.
 func TestImport(t *testing.T) {
 	ctr, err := exec.LookPath("ctr")
 	if err != nil {
@@ -58,16 +59,6 @@ func TestImport(t *testing.T) {
 	if fi, err := os.Stat(DefaultContainerdAddress); err != nil || fi.Mode().Type() != fs.ModeSocket {
 		t.Skipf("no containerd at %s (`make cluster-up` starts one); the e2e tests cover importing", DefaultContainerdAddress)
 	}
-	root, err := FindModuleRoot(".")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tag := "test-" + rand.Text()[:10]
-	built, err := Build(t.Context(), Options{ModuleRoot: root, OutDir: t.TempDir(), Prefix: "localhost/ambientlite-test", Tag: strings.ToLower(tag), Names: []string{"pause"}, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ref := built[0].Ref
 	ctrCmd := func(args ...string) (string, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // t.Context() is done in Cleanup
 		defer cancel()
@@ -77,27 +68,46 @@ func TestImport(t *testing.T) {
 		}
 		return string(out), nil
 	}
-	if err := Import(t.Context(), built[0].Tarball); err != nil {
+	refs := func() []string {
+		out, err := ctrCmd("images", "list", "-q")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.Fields(out)
+	}
+
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "binary")
+	if err := os.WriteFile(bin, []byte(rand.Text()), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		if _, err := ctrCmd("images", "rm", "--sync", ref); err != nil {
-			t.Error(err)
-		}
-	})
-	out, err := ctrCmd("images", "list", "-q")
+	b, err := buildOne(Image{Name: "import-test", Tool: "binary"}, bin, "localhost/ambientlite-test/import-test:"+strings.ToLower(rand.Text()[:10]), filepath.Join(dir, "import-test.tar"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Contains(strings.Fields(out), ref) {
-		t.Errorf("containerd has no image %s after Import; it has:\n%s", ref, out)
+	if err := Import(t.Context(), b.Tarball); err != nil {
+		t.Fatal(err)
 	}
-	if _, err := ctrCmd("images", "check", "name=="+ref); err != nil {
+	t.Cleanup(func() {
+		// ctr images rm exits 0 for a name it does not have.
+		if _, err := ctrCmd("images", "rm", "--sync", b.Ref, b.ID); err != nil {
+			t.Error(err)
+		}
+	})
+	if got := refs(); !slices.Contains(got, b.Ref) {
+		t.Fatalf("containerd has no image %s after Import; it has %q", b.Ref, got)
+	}
+	if _, err := ctrCmd("images", "check", "name=="+b.Ref); err != nil {
 		t.Error(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); !slices.Contains(refs(), b.ID); time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the CRI plugin never listed image ID %s", b.ID)
+		}
 	}
 
 	// ctr's complaint reaches the caller.
-	bogus := filepath.Join(t.TempDir(), "bogus.tar")
+	bogus := filepath.Join(dir, "bogus.tar")
 	if err := os.WriteFile(bogus, []byte("not an archive"), 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -25,41 +25,43 @@ const maxReplyBody = 4 << 20
 
 // httpCaller makes HTTP/1.1 or h2c requests.
 type httpCaller struct {
-	client *http.Client
-	tr     *http.Transport
-	url    string
-	method string
-	body   string
-	header http.Header
-	host   string
+	// newTransport makes a transport; shared is the one reused across
+	// requests, nil when every request gets a transport (and so a
+	// connection) of its own.
+	newTransport func() *http.Transport
+	shared       *http.Transport
+	url          string
+	method       string
+	body         string
+	header       http.Header
+	host         string
 }
 
 func newHTTPCaller(cfg ClientConfig, u *url.URL, headers [][2]string, h2c bool) *httpCaller {
-	var protocols http.Protocols
-	if h2c {
-		protocols.SetUnencryptedHTTP2(true) // without HTTP1: prior knowledge
-	} else {
-		protocols.SetHTTP1(true)
-	}
-	tr := &http.Transport{
-		DialContext:         cfg.Dial,
-		DisableKeepAlives:   cfg.DisableKeepAlive,
-		MaxIdleConnsPerHost: cfg.Concurrency,
-		Protocols:           &protocols,
-	}
 	target := *u
 	target.Scheme = "http"
 	c := &httpCaller{
-		client: &http.Client{
-			Transport: tr,
-			// Report redirects as they are instead of following them.
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		newTransport: func() *http.Transport {
+			var protocols http.Protocols
+			if h2c {
+				protocols.SetUnencryptedHTTP2(true) // without HTTP1: prior knowledge
+			} else {
+				protocols.SetHTTP1(true)
+			}
+			return &http.Transport{
+				DialContext:         cfg.Dial,
+				DisableKeepAlives:   cfg.DisableKeepAlive,
+				MaxIdleConnsPerHost: cfg.Concurrency,
+				Protocols:           &protocols,
+			}
 		},
-		tr:     tr,
 		url:    target.String(),
 		method: cfg.Method,
 		body:   cfg.Body,
 		header: make(http.Header),
+	}
+	if !cfg.DisableKeepAlive {
+		c.shared = c.newTransport()
 	}
 	for _, h := range headers {
 		if strings.EqualFold(h[0], "Host") {
@@ -84,7 +86,19 @@ func (c *httpCaller) call(ctx context.Context) result {
 	if c.host != "" {
 		req.Host = c.host
 	}
-	resp, err := c.client.Do(req)
+	tr := c.shared
+	if tr == nil {
+		// A transport per request: with keep-alives off, a shared one may
+		// still hand an h2c connection dialed for one request to another.
+		tr = c.newTransport()
+		defer tr.CloseIdleConnections()
+	}
+	client := &http.Client{
+		Transport: tr,
+		// Report redirects as they are instead of following them.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		return result{err: err}
 	}
@@ -106,7 +120,11 @@ func (c *httpCaller) call(ctx context.Context) result {
 	return res
 }
 
-func (c *httpCaller) close() { c.tr.CloseIdleConnections() }
+func (c *httpCaller) close() {
+	if c.shared != nil {
+		c.shared.CloseIdleConnections()
+	}
+}
 
 // grpcCaller calls meshecho.Echo/Echo.
 type grpcCaller struct {
@@ -162,13 +180,21 @@ func (c *grpcCaller) call(ctx context.Context) result {
 		return result{err: err}
 	}
 	out := new(structpb.Struct)
-	err = conn.Invoke(metadata.NewOutgoingContext(ctx, c.md), EchoMethod, req, out)
+	var header metadata.MD
+	err = conn.Invoke(metadata.NewOutgoingContext(ctx, c.md), EchoMethod, req, out, grpc.Header(&header))
 	res := result{status: int(status.Code(err)), hasStatus: true, err: err}
 	if err == nil {
 		f := out.GetFields()
 		res.version = f["ServiceVersion"].GetStringValue()
 		res.hostname = f["Hostname"].GetStringValue()
 		res.body = structText(out)
+	}
+	// Failed calls still say who answered in the header metadata.
+	if res.version == "" {
+		res.version = first(header.Get(HeaderVersion))
+	}
+	if res.hostname == "" {
+		res.hostname = first(header.Get(HeaderHostname))
 	}
 	return res
 }

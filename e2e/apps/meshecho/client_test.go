@@ -139,6 +139,7 @@ func TestClientErrors(t *testing.T) {
 		wantErrors  int
 		wantStatus  map[int]int
 		wantMessage string // the only error message starts with this
+		wantVersion map[string]int
 	}{
 		{name: "http refused", cfg: ClientConfig{URL: "http://" + dead, Count: 3}, wantErrors: 3, wantStatus: map[int]int{},
 			wantMessage: "dial tcp " + dead + ": connect: connection refused"},
@@ -149,11 +150,11 @@ func TestClientErrors(t *testing.T) {
 		{name: "grpc refused", cfg: ClientConfig{URL: "grpc://" + dead, Count: 3, DisableKeepAlive: true}, wantErrors: 3, wantStatus: map[int]int{14: 3},
 			wantMessage: "grpc Unavailable: connection error"},
 		{name: "grpc status", cfg: ClientConfig{URL: "grpc://" + ts.grpcAddr, Count: 2, Headers: []string{"x-echo-status: 5"}}, wantErrors: 2, wantStatus: map[int]int{5: 2},
-			wantMessage: "grpc NotFound: meshecho: requested status NotFound"},
+			wantMessage: "grpc NotFound: meshecho: requested status NotFound", wantVersion: map[string]int{"v1": 2}},
 		{name: "http timeout", cfg: ClientConfig{URL: "http://" + ts.httpAddr + "/?delay=5s", Count: 2, Timeout: 50 * time.Millisecond}, wantErrors: 2, wantStatus: map[int]int{},
 			wantMessage: "timeout: context deadline exceeded"},
 		{name: "tcp to an http port", cfg: ClientConfig{URL: "tcp://" + ts.httpAddr, Count: 1, Timeout: time.Second}, wantErrors: 1, wantStatus: map[int]int{},
-			wantMessage: "unexpected banner"},
+			wantMessage: "reading banner: read tcp " + ts.httpAddr + ": i/o timeout"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -168,12 +169,15 @@ func TestClientErrors(t *testing.T) {
 			if diff := cmp.Diff(tc.wantStatus, rep.Status); diff != "" {
 				t.Errorf("status (-want +got):\n%s", diff)
 			}
+			if diff := cmp.Diff(tc.wantVersion, rep.Versions, cmpopts.EquateEmpty()); diff != "" {
+				t.Errorf("versions (-want +got):\n%s", diff)
+			}
 			if len(rep.ErrorMessages) != 1 {
-				t.Fatalf("error messages = %q, want one group", rep.ErrorMessages)
+				t.Fatalf("error messages = %v, want one group", rep.ErrorMessages)
 			}
 			for msg, n := range rep.ErrorMessages {
 				if !strings.HasPrefix(msg, tc.wantMessage) || n != tc.wantErrors {
-					t.Errorf("error messages = %q, want %d× %q...", rep.ErrorMessages, tc.wantErrors, tc.wantMessage)
+					t.Errorf("error messages = %v, want %d× %q...", rep.ErrorMessages, tc.wantErrors, tc.wantMessage)
 				}
 			}
 			if err := rep.Check(0); !errors.Is(err, ErrCheck) {

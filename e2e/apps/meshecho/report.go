@@ -91,7 +91,7 @@ func (r *Report) Check(expectStatus int) error {
 	var other []string
 	for _, st := range slices.Sorted(maps.Keys(r.Status)) {
 		if st != expectStatus {
-			other = append(other, fmt.Sprintf("%d×%d", r.Status[st], st))
+			other = append(other, fmt.Sprintf("%d (%d times)", st, r.Status[st]))
 		}
 	}
 	if len(other) > 0 {
@@ -149,7 +149,7 @@ func errorText(err error) string {
 	}
 	msg = oneLine(msg)
 	if r := []rune(msg); len(r) > maxErrorText {
-		msg = string(r[:maxErrorText-1]) + "…"
+		msg = string(r[:maxErrorText-3]) + "..."
 	}
 	return msg
 }

@@ -149,6 +149,8 @@ type grpcEcho struct{ s *Server }
 func (g grpcEcho) Echo(ctx context.Context, in *structpb.Struct) (*structpb.Struct, error) {
 	s := g.s
 	start := time.Now()
+	// Like the HTTP x-echo-* headers: who answered, even with an error.
+	grpc.SetHeader(ctx, metadata.Pairs(HeaderHostname, s.cfg.Name, HeaderVersion, s.cfg.Version))
 	md, _ := metadata.FromIncomingContext(ctx)
 	var remote string
 	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {

@@ -66,16 +66,24 @@ func (l countingListener) Accept() (net.Conn, error) {
 }
 
 // h2cClient speaks HTTP/2 with prior knowledge over cleartext.
-func h2cClient() *http.Client {
+func h2cClient(t *testing.T) *http.Client {
 	var p http.Protocols
 	p.SetUnencryptedHTTP2(true)
-	return &http.Client{Transport: &http.Transport{Protocols: &p}}
+	return testClient(t, &p)
 }
 
-func http1Client() *http.Client {
+func http1Client(t *testing.T) *http.Client {
 	var p http.Protocols
 	p.SetHTTP1(true)
-	return &http.Client{Transport: &http.Transport{Protocols: &p}}
+	return testClient(t, &p)
+}
+
+// testClient returns a client whose idle connections are closed when the
+// test ends, before the servers it started shut down.
+func testClient(t *testing.T, p *http.Protocols) *http.Client {
+	tr := &http.Transport{Protocols: p}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr}
 }
 
 // get makes a request and returns the status, the x-echo headers and the body.
@@ -132,7 +140,7 @@ func TestHTTPEcho(t *testing.T) {
 	}{
 		{
 			name:   "http1 get",
-			client: http1Client(),
+			client: http1Client(t),
 			method: "GET",
 			path:   "/the/path?x=y",
 			header: http.Header{"X-Multi": {"b", "a"}},
@@ -155,7 +163,7 @@ func TestHTTPEcho(t *testing.T) {
 		},
 		{
 			name:   "h2c post with body",
-			client: h2cClient(),
+			client: h2cClient(t),
 			method: "POST",
 			path:   "/submit",
 			body:   "twelve bytes",
@@ -177,7 +185,7 @@ func TestHTTPEcho(t *testing.T) {
 		},
 		{
 			name:   "unclean path is echoed, not redirected",
-			client: http1Client(),
+			client: http1Client(t),
 			method: "GET",
 			path:   "//a/../b",
 			want: []string{
@@ -243,7 +251,7 @@ func TestHTTPControls(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			start := time.Now()
-			status, _, body := get(t, http1Client(), "GET", ts.url(tc.path), tc.header, "")
+			status, _, body := get(t, http1Client(t), "GET", ts.url(tc.path), tc.header, "")
 			if elapsed := time.Since(start); elapsed < tc.minElapsed {
 				t.Errorf("answered after %v, want at least %v", elapsed, tc.minElapsed)
 			}
@@ -264,7 +272,7 @@ func TestHTTPDelayRespectsCancellation(t *testing.T) {
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, "GET", ts.url("/?delay=10s"), nil)
 	start := time.Now()
-	if resp, err := http.DefaultClient.Do(req); err == nil {
+	if resp, err := http1Client(t).Do(req); err == nil {
 		resp.Body.Close()
 		t.Fatalf("got status %d, want the client timeout", resp.StatusCode)
 	}
@@ -290,7 +298,7 @@ func TestFailRate(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			ts := startServer(t, tc.cfg)
-			c := h2cClient()
+			c := h2cClient(t)
 			for range 20 {
 				// Fail-rate applies before the status control.
 				status, header, body := get(t, c, "GET", ts.url("/?status=200"), nil, "")
@@ -409,7 +417,7 @@ func TestChaining(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			front := startServer(t, tc.cfg)
-			status, _, body := get(t, http1Client(), "GET", front.url("/"), header, "")
+			status, _, body := get(t, http1Client(t), "GET", front.url("/"), header, "")
 			if status != tc.wantStatus {
 				t.Errorf("status = %d, want %d", status, tc.wantStatus)
 			}
@@ -518,7 +526,7 @@ func TestServeShutsDownCleanly(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer idle.Close()
-	c := http1Client()
+	c := http1Client(t)
 	if status, _, _ := get(t, c, "GET", "http://"+ls.HTTP.Addr().String()+"/", nil, ""); status != 200 {
 		t.Fatalf("status %d", status)
 	}
