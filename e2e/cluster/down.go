@@ -69,7 +69,7 @@ func down(ctx context.Context, c Config) error {
 			errs = append(errs, err)
 		}
 	}
-	if err := restoreHostSnapshot(c); err != nil {
+	if err := restoreHostSnapshot(c, len(errs) > 0); err != nil {
 		errs = append(errs, err)
 	}
 	if err := removeCgroups("kubepods", cgroupName); err != nil {

@@ -72,7 +72,10 @@ func saveHostSnapshot(c Config) error {
 	return os.WriteFile(c.hostSnapshotPath(), b, 0o644)
 }
 
-func restoreHostSnapshot(c Config) error {
+// restoreHostSnapshot puts the saved sysctls back and removes the nftables
+// tables made since. The snapshot is kept when keep is set (an earlier step
+// of Down failed, so the next Down must restore again) or restoring failed.
+func restoreHostSnapshot(c Config, keep bool) error {
 	b, err := os.ReadFile(c.hostSnapshotPath())
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
@@ -101,7 +104,7 @@ func restoreHostSnapshot(c Config) error {
 			errs = append(errs, err)
 		}
 	}
-	if len(errs) == 0 {
+	if len(errs) == 0 && !keep {
 		_ = os.Remove(c.hostSnapshotPath())
 	}
 	return errors.Join(errs...)
@@ -255,12 +258,15 @@ func cleanIptables(ctx context.Context) error {
 				continue
 			}
 			for _, table := range []string{"filter", "nat", "mangle", "raw"} {
-				out, err := run(ctx, save, "-t", table)
-				if err != nil || !strings.Contains(out, "KUBE-") && !strings.Contains(out, "CNI-") {
+				out, err := execCmd(ctx, save, "-t", table).Output() // stdout only: the save tools warn on stderr
+				if err != nil {
+					continue
+				}
+				if !strings.Contains(string(out), "KUBE-") && !strings.Contains(string(out), "CNI-") {
 					continue
 				}
 				cmd := execCmd(ctx, restore, "-T", table)
-				cmd.Stdin = strings.NewReader(withoutClusterRules(out))
+				cmd.Stdin = strings.NewReader(withoutClusterRules(string(out)))
 				if b, err := cmd.CombinedOutput(); err != nil {
 					errs = append(errs, fmt.Errorf("%s -T %s: %w: %s", restore, table, err, b))
 				}
