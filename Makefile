@@ -16,8 +16,10 @@ BIN       := $(OUT)/bin
 CLUSTER   := $(BIN)/cluster
 KUBECONFIG_LOCAL := $(STATE_DIR)/kubeconfig
 E2E_TIMEOUT ?= 30m
-# The e2e tests live in ./e2e itself; its subpackages hold unit tests only.
+# The e2e tests live in ./e2e itself (its other subpackages hold unit tests
+# only); ./e2e/lifecycle stops and restarts the shared cluster, so it runs last.
 E2E_PKGS ?= ./e2e/
+E2E_LIFECYCLE ?= ./e2e/lifecycle/
 
 # phase NAME CMD: run CMD and print how long it took.
 define phase
@@ -47,6 +49,8 @@ unit:
 e2e: cluster-up images
 	KUBECONFIG=$(KUBECONFIG_LOCAL) AMBIENT_LITE_STATE_DIR=$(STATE_DIR) \
 		$(GO) test -tags e2e -count=1 -timeout $(E2E_TIMEOUT) -v $(E2E_PKGS)
+	$(call phase,cluster lifecycle - down then up then recovery after kill -9,AMBIENT_LITE_STATE_DIR=$(STATE_DIR) \
+		$(GO) test -tags e2e -count=1 -timeout $(E2E_TIMEOUT) -v $(E2E_LIFECYCLE))
 
 ## bench: Go benchmarks (print, never fail on a number)
 bench:
@@ -94,7 +98,7 @@ verify: generate
 lint:
 	@test -z "$$(gofmt -l .)" || { gofmt -l .; echo "run gofmt -w"; exit 1; }
 	$(GO) vet ./...
-	cd e2e/cluster/tools && $(GO) vet ./...
+	$(GO) vet -tags e2e ./e2e/...
 
 clean:
 	rm -rf $(OUT)

@@ -77,7 +77,7 @@ func TestLogsAndPortForward(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
-	argv := append(kubeArgv(), "-n", ns, "port-forward", "deployment/echo-v1", ":8080")
+	argv := append(kube.KubectlArgv(), "-n", ns, "port-forward", "deployment/echo-v1", ":8080")
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -107,5 +107,3 @@ func TestLogsAndPortForward(t *testing.T) {
 		t.Fatalf("port-forwarded reply %s:\n%s", resp.Status, body)
 	}
 }
-
-func kubeArgv() []string { return kube.KubectlArgv() }

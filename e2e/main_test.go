@@ -36,22 +36,13 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// kubectl runs kubectl against the cluster and fails the test on error.
+// kubectl runs kubectl against the cluster, with stdin as its input when
+// it is not empty, and fails the test on error.
 func kubectl(t *testing.T, stdin string, args ...string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
-	var in *strings.Reader
-	if stdin != "" {
-		in = strings.NewReader(stdin)
-	}
-	var out string
-	var err error
-	if in != nil {
-		out, err = kube.Kubectl(ctx, in, args...)
-	} else {
-		out, err = kube.Kubectl(ctx, nil, args...)
-	}
+	out, err := kube.Kubectl(ctx, strings.NewReader(stdin), args...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,6 +23,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/ambientlite/mesh/e2e/images"
 )
 
 // Config describes the local cluster. The zero value is valid: every empty
@@ -104,11 +106,13 @@ func (c Config) withDefaults() (Config, error) {
 		c.ImageTag = DefaultImageTag
 	}
 	if c.ModuleRoot == "" {
-		root, err := findModuleRoot()
+		wd, err := os.Getwd()
 		if err != nil {
 			return c, err
 		}
-		c.ModuleRoot = root
+		if c.ModuleRoot, err = images.FindModuleRoot(wd); err != nil {
+			return c, err
+		}
 	}
 	return c, c.Validate()
 }
@@ -174,23 +178,4 @@ func (c Config) withRecordedTools() Config {
 		}
 	}
 	return c
-}
-
-func findModuleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			if _, err := os.Stat(filepath.Join(dir, "e2e", "cluster", "build-tools.sh")); err == nil {
-				return dir, nil
-			}
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("cannot find the ambient-lite module root (a go.mod with e2e/cluster/build-tools.sh) above the working directory; set Config.ModuleRoot")
-		}
-		dir = parent
-	}
 }

@@ -293,14 +293,20 @@ func withoutClusterRules(save string) string {
 	sc.Buffer(make([]byte, 1<<20), 1<<24)
 	for sc.Scan() {
 		line := sc.Text()
-		if (strings.HasPrefix(line, ":") || strings.HasPrefix(line, "-A ")) &&
-			(strings.Contains(line, "KUBE-") || strings.Contains(line, "CNI-")) {
+		if isClusterRule(line) {
 			continue
 		}
 		b.WriteString(line)
 		b.WriteByte('\n')
 	}
 	return b.String()
+}
+
+// isClusterRule reports whether a line of iptables-save output declares or
+// uses a chain of kube-proxy, kubelet or the CNI plugins.
+func isClusterRule(line string) bool {
+	return (strings.HasPrefix(line, ":") || strings.HasPrefix(line, "-A ")) &&
+		(strings.Contains(line, "KUBE-") || strings.Contains(line, "CNI-"))
 }
 
 // clusterMountPrefixes are where the cluster's mounts live: kubelet's pod
@@ -311,11 +317,11 @@ func clusterMountPrefixes(c Config) []string {
 	return []string{kubeletRoot + "/", containerdState + "/", "/run/netns/cni-", c.StateDir + "/"}
 }
 
-// unmountAll unmounts every mount under the cluster's prefixes, deepest first.
-func unmountAll(c Config) error {
+// clusterMounts lists the mounts under the cluster's prefixes, deepest first.
+func clusterMounts(c Config) ([]string, error) {
 	b, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var points []string
 	for _, line := range strings.Split(string(b), "\n") {
@@ -331,7 +337,16 @@ func unmountAll(c Config) error {
 			}
 		}
 	}
-	sort.Slice(points, func(i, j int) bool { return len(points[i]) > len(points[j]) })
+	sort.SliceStable(points, func(i, j int) bool { return len(points[i]) > len(points[j]) })
+	return points, nil
+}
+
+// unmountAll unmounts every mount under the cluster's prefixes, deepest first.
+func unmountAll(c Config) error {
+	points, err := clusterMounts(c)
+	if err != nil {
+		return err
+	}
 	var errs []error
 	for _, mp := range points {
 		if err := syscall.Unmount(mp, syscall.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.ENOENT) {

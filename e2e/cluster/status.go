@@ -22,6 +22,12 @@ func Status(ctx context.Context, cfg Config, out io.Writer) error {
 		}
 	}
 	if err := healthy(ctx, c); err != nil {
+		if left, lerr := Leftovers(ctx, c); lerr == nil && len(left) > 0 {
+			fmt.Fprintln(out, "left on the host (`make cluster-down` removes it, `make cluster-up` starts afresh):")
+			for _, l := range left {
+				fmt.Fprintln(out, "  "+l)
+			}
+		}
 		return fmt.Errorf("cluster is not healthy: %w", err)
 	}
 	fmt.Fprintf(out, "cluster is healthy\nkubeconfig: %s\n", c.KubeconfigPath())
