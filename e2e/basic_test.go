@@ -45,24 +45,45 @@ func TestServiceReachesBothVersions(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			out := kubectl(t, "", "-n", ns, "exec", "deploy/client", "--",
-				"meshecho", "client", "-n", fmt.Sprint(n), "-c", "4", "--keepalive=false", "-o", "json", tc.url)
-			var r clientResult
-			if err := json.Unmarshal([]byte(out), &r); err != nil {
-				t.Fatalf("client output is not JSON: %v\n%s", err, out)
-			}
-			if r.Requests != n || r.OK != n || r.Errors != 0 {
-				t.Fatalf("requests=%d ok=%d errors=%d, want %d/%d/0\n%s", r.Requests, r.OK, r.Errors, n, n, out)
-			}
-			if r.Versions["v1"] == 0 || r.Versions["v2"] == 0 || r.Versions["v1"]+r.Versions["v2"] != n {
-				t.Fatalf("versions %v: want answers from both v1 and v2 adding up to %d", r.Versions, n)
-			}
-			if strings.HasPrefix(tc.url, "http") || strings.HasPrefix(tc.url, "h2c") {
-				if r.Status["200"] != n {
-					t.Fatalf("status %v: want %d × 200", r.Status, n)
+			// Endpoints and kube-proxy's rules follow readiness a moment
+			// later, so poll until both versions answer (or time runs out).
+			eventually(t, 30*time.Second, func() error {
+				out := kubectl(t, "", "-n", ns, "exec", "deploy/client", "--",
+					"meshecho", "client", "-n", fmt.Sprint(n), "-c", "4", "--keepalive=false", "-o", "json", tc.url)
+				var r clientResult
+				if err := json.Unmarshal([]byte(out), &r); err != nil {
+					t.Fatalf("client output is not JSON: %v\n%s", err, out)
 				}
-			}
+				if r.Requests != n || r.OK != n || r.Errors != 0 {
+					return fmt.Errorf("requests=%d ok=%d errors=%d, want %d/%d/0\n%s", r.Requests, r.OK, r.Errors, n, n, out)
+				}
+				if r.Versions["v1"] == 0 || r.Versions["v2"] == 0 || r.Versions["v1"]+r.Versions["v2"] != n {
+					return fmt.Errorf("versions %v: want answers from both v1 and v2 adding up to %d", r.Versions, n)
+				}
+				if (strings.HasPrefix(tc.url, "http") || strings.HasPrefix(tc.url, "h2c")) && r.Status["200"] != n {
+					return fmt.Errorf("status %v: want %d × 200", r.Status, n)
+				}
+				return nil
+			})
 		})
+	}
+}
+
+// eventually calls check until it returns nil, failing the test with the
+// last error when timeout passes.
+func eventually(t *testing.T, timeout time.Duration, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("still failing after %s: %v", timeout, err)
+		}
+		t.Logf("not yet: %v", err)
+		time.Sleep(time.Second)
 	}
 }
 
