@@ -34,8 +34,14 @@ func Down(ctx context.Context, cfg Config, out io.Writer) error {
 
 func down(ctx context.Context, c Config) error {
 	// Control plane and node agents first, so nothing restarts containers.
+	// kube-apiserver waits up to a minute for its watchers to go on SIGTERM;
+	// its state is in etcd, which Down discards, so it gets little grace.
 	for _, name := range slices.Backward(components[1:]) {
-		stopRecorded(c, name, 10*time.Second)
+		grace := 5 * time.Second
+		if name == "kube-apiserver" {
+			grace = time.Second
+		}
+		stopRecorded(c, name, grace)
 	}
 	// Then every container (kubelet's pods), then containerd and its shims.
 	killAndWait(cgroupProcs("kubepods"), 2*time.Second)

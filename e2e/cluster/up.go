@@ -207,13 +207,13 @@ func checkHostFree(ctx context.Context) error {
 // healthy reports nil when every component runs with the current
 // configuration and the cluster serves.
 func healthy(ctx context.Context, c Config) error {
-	if b, err := os.ReadFile(c.path("config-hash")); err != nil || string(b) != configHash(c) {
-		return errors.New("the cluster runs with another configuration")
-	}
 	for _, name := range components {
 		if _, ok := recorded(c, name); !ok {
 			return fmt.Errorf("%s is not running", name)
 		}
+	}
+	if b, err := os.ReadFile(c.path("config-hash")); err != nil || string(b) != configHash(c) {
+		return errors.New("the cluster runs with another configuration")
 	}
 	client, err := adminClient(c)
 	if err != nil {
