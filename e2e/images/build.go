@@ -1,14 +1,20 @@
-// Package images builds the project's OCI images without Docker. Each image
-// is a single static binary (a Go package of this module, compiled here, or
-// a prebuilt upstream binary from the tools directory) in one layer with a
-// minimal /etc and /tmp; the catalog ([Catalog]) lists them as data.
+// Package images builds the project's OCI images without Docker. An image
+// is one layer with a minimal /etc and /tmp and static binaries (Go
+// packages, of this module or of a module go.mod requires, all compiled by
+// one `go build`, or prebuilt upstream binaries from the tools directory),
+// plus any files the row makes (such as a TLS certificate and key); the
+// catalog ([Catalog]) lists the images as data.
 //
 // [Build] writes each image as a docker-archive tarball <out>/<name>.tar
-// tagged <prefix>/<name>:<tag> (default localhost/ambientlite/<name>:dev).
-// Builds are deterministic: the same binary gives the same digest. [Import]
+// tagged <prefix>/<name>:<tag> (default localhost/ambientlite/<name>:dev),
+// or with the row's fixed reference, for a stand-in for an upstream image
+// (echo-advanced is registry.k8s.io/gateway-api/echo-advanced:v1.5.1, the
+// Gateway API conformance suite's echo app, built from Istio's source).
+// Builds are deterministic: the same inputs give the same digest. [Import]
 // loads a tarball into the local cluster's containerd with ctr, where pods
 // use it with imagePullPolicy: IfNotPresent; [Push] sends it to a registry
-// instead. [Run] is the images command (e2e/cmd/images, `make images`).
+// instead, every image as <prefix>/<name>:<tag> (fixed references
+// included). [Run] is the images command (e2e/cmd/images, `make images`).
 package images
 
 import (
@@ -53,8 +59,9 @@ type Options struct {
 	// OutDir receives the tarballs, <OutDir>/<name>.tar. Default
 	// <ModuleRoot>/_output/images.
 	OutDir string
-	// Prefix is the repository prefix: images are <Prefix>/<name>:<Tag>.
-	// Default DefaultPrefix.
+	// Prefix is the repository prefix: images are <Prefix>/<name>:<Tag>,
+	// except that one with a fixed [Image.Ref] is tagged with that (only
+	// its [Built.PushRef] uses Prefix and Tag). Default DefaultPrefix.
 	Prefix string
 	// Tag is the images' tag. Default DefaultTag.
 	Tag string
@@ -108,8 +115,14 @@ func (o Options) withDefaults() (Options, error) {
 // Built is one image Build wrote.
 type Built struct {
 	Name string
-	// Ref is the image's full reference, <prefix>/<name>:<tag>.
+	// Ref is the reference the tarball is tagged with, the one Import
+	// gives the image in containerd: the row's fixed [Image.Ref], or else
+	// <prefix>/<name>:<tag>.
 	Ref string
+	// PushRef is where the image goes when pushed, <prefix>/<name>:<tag>,
+	// for a row with a fixed Ref too: a registry of ours cannot hold
+	// another registry's names. Equal to Ref for the other rows.
+	PushRef string
 	// Digest is the manifest digest, "sha256:...", as a registry knows
 	// the image after Push. (`ctr images import` writes a manifest of its
 	// own for a docker archive, so containerd lists another digest.)
@@ -124,7 +137,8 @@ type Built struct {
 }
 
 // Build compiles the Go binaries of the chosen images (one `go build` for
-// all of them), wraps each binary in its image and writes the tarballs.
+// all of them), wraps each image's binaries and files in its image and
+// writes the tarballs.
 func Build(ctx context.Context, opts Options) ([]Built, error) {
 	opts, err := opts.withDefaults()
 	if err != nil {
@@ -148,8 +162,10 @@ func Build(ctx context.Context, opts Options) ([]Built, error) {
 	defer os.RemoveAll(binDir)
 	var pkgs []string
 	for _, r := range rows {
-		if r.Package != "" && !slices.Contains(pkgs, r.Package) {
-			pkgs = append(pkgs, r.Package)
+		for _, b := range r.Binaries() {
+			if b.Package != "" && !slices.Contains(pkgs, b.Package) {
+				pkgs = append(pkgs, b.Package)
+			}
 		}
 	}
 	if err := goBuild(ctx, opts.Logger, opts.ModuleRoot, binDir, pkgs); err != nil {
@@ -164,11 +180,15 @@ func Build(ctx context.Context, opts Options) ([]Built, error) {
 		if err := ctx.Err(); err != nil {
 			return built, err
 		}
-		bin := filepath.Join(opts.ToolsDir, r.Tool)
-		if r.Package != "" {
-			bin = filepath.Join(binDir, path.Base(r.Package))
+		bins := map[string]string{}
+		for _, b := range r.Binaries() {
+			bins[b.Path] = filepath.Join(opts.ToolsDir, b.Tool)
+			if b.Package != "" {
+				bins[b.Path] = filepath.Join(binDir, path.Base(b.Package))
+			}
 		}
-		b, err := buildOne(r, bin, opts.Prefix+"/"+r.Name+":"+opts.Tag, filepath.Join(opts.OutDir, r.Name+".tar"))
+		pushRef := opts.Prefix + "/" + r.Name + ":" + opts.Tag
+		b, err := buildOne(r, bins, r.RefOrDefault(opts.Prefix, opts.Tag), pushRef, filepath.Join(opts.OutDir, r.Name+".tar"))
 		if err != nil {
 			return built, err
 		}
@@ -178,19 +198,24 @@ func Build(ctx context.Context, opts Options) ([]Built, error) {
 	return built, nil
 }
 
-// buildOne wraps the binary at bin in row's image and writes it, tagged
-// ref, to tarPath (through a temporary file, so a reader never sees half a
-// tarball).
-func buildOne(row Image, bin, ref, tarPath string) (Built, error) {
+// buildOne wraps the binaries (host files keyed by their path in the
+// image) in row's image and writes it, tagged ref, to tarPath (through a
+// temporary file, so a reader never sees half a tarball).
+func buildOne(row Image, bins map[string]string, ref, pushRef, tarPath string) (Built, error) {
 	tag, err := name.NewTag(ref)
 	if err != nil {
 		return Built{}, fmt.Errorf("image %s: %w", row.Name, err)
 	}
-	binary, err := os.ReadFile(bin)
-	if err != nil {
-		return Built{}, fmt.Errorf("image %s: read binary: %w", row.Name, err)
+	if _, err := name.NewTag(pushRef); err != nil {
+		return Built{}, fmt.Errorf("image %s: %w", row.Name, err)
 	}
-	img, err := newImage(row, binary)
+	binaries := map[string][]byte{}
+	for imgPath, bin := range bins {
+		if binaries[imgPath], err = os.ReadFile(bin); err != nil {
+			return Built{}, fmt.Errorf("image %s: read binary for %s: %w", row.Name, imgPath, err)
+		}
+	}
+	img, err := newImage(row, binaries)
 	if err != nil {
 		return Built{}, err
 	}
@@ -215,7 +240,7 @@ func buildOne(row Image, bin, ref, tarPath string) (Built, error) {
 	if err != nil {
 		return Built{}, err
 	}
-	return Built{Name: row.Name, Ref: tag.String(), Digest: digest.String(), ID: id.String(), Size: fi.Size(), Tarball: tarPath}, nil
+	return Built{Name: row.Name, Ref: tag.String(), PushRef: pushRef, Digest: digest.String(), ID: id.String(), Size: fi.Size(), Tarball: tarPath}, nil
 }
 
 // skip is an image Build leaves out, and why.
@@ -223,7 +248,7 @@ type skip struct{ name, reason string }
 
 // choose returns the rows to build for names (all of rows when empty) and
 // those left out for want of a prebuilt binary in toolsDir. A named image
-// whose binary is missing is an error.
+// with a binary missing is an error.
 func choose(rows []Image, names []string, toolsDir string) ([]Image, []skip, error) {
 	explicit := len(names) > 0
 	if !explicit {
@@ -247,19 +272,31 @@ func choose(rows []Image, names []string, toolsDir string) ([]Image, []skip, err
 			errs = append(errs, err)
 			continue
 		}
-		if r.Tool != "" {
-			if missing := toolMissing(toolsDir, r.Tool); missing != "" {
-				if explicit {
-					errs = append(errs, fmt.Errorf("image %s needs the prebuilt binary %s: %s", r.Name, r.Tool, missing))
-				} else {
-					skipped = append(skipped, skip{r.Name, missing})
-				}
-				continue
+		if tool, missing := missingTool(r, toolsDir); missing != "" {
+			if explicit {
+				errs = append(errs, fmt.Errorf("image %s needs the prebuilt binary %s: %s", r.Name, tool, missing))
+			} else {
+				skipped = append(skipped, skip{r.Name, missing})
 			}
+			continue
 		}
 		chosen = append(chosen, r)
 	}
 	return chosen, skipped, errors.Join(errs...)
+}
+
+// missingTool returns the first prebuilt binary of row that cannot be
+// found in toolsDir, and why; or "", "".
+func missingTool(row Image, toolsDir string) (tool, why string) {
+	for _, b := range row.Binaries() {
+		if b.Tool == "" {
+			continue
+		}
+		if why := toolMissing(toolsDir, b.Tool); why != "" {
+			return b.Tool, why
+		}
+	}
+	return "", ""
 }
 
 // toolMissing says why tool cannot be found in toolsDir, or returns "".
@@ -280,8 +317,10 @@ func toolMissing(toolsDir, tool string) string {
 }
 
 // goBuild compiles pkgs, static for linux/GOARCH, into dir with a single
-// `go build` run in moduleRoot. VCS stamping is off so that a binary, hence
-// its image, depends on the source alone.
+// `go build` run in moduleRoot; packages of other modules build at the
+// versions go.mod gives. Each binary is named for its package's last path
+// element. VCS stamping is off so that a binary, hence its image, depends
+// on the source alone.
 func goBuild(ctx context.Context, log *slog.Logger, moduleRoot, dir string, pkgs []string) error {
 	if len(pkgs) == 0 {
 		return nil

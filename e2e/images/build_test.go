@@ -9,9 +9,12 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 )
@@ -34,8 +37,9 @@ var baseFiles = []file{
 }
 
 // readImage reads a tarball back and returns the image, its files (with
-// the body of files over 4 KiB left out) and the body of binPath.
-func readImage(t *testing.T, tarPath, binPath string) (v1.Image, []file, []byte) {
+// the body of files over 4 KiB left out) and the body of every file, keyed
+// by its absolute path.
+func readImage(t *testing.T, tarPath string) (v1.Image, []file, map[string][]byte) {
 	t.Helper()
 	img, err := tarball.ImageFromPath(tarPath, nil)
 	if err != nil {
@@ -52,7 +56,7 @@ func readImage(t *testing.T, tarPath, binPath string) (v1.Image, []file, []byte)
 	defer rc.Close()
 	tr := tar.NewReader(rc)
 	var files []file
-	var bin []byte
+	bodies := map[string][]byte{}
 	for {
 		hdr, err := tr.Next()
 		if errors.Is(err, io.EOF) {
@@ -72,12 +76,12 @@ func readImage(t *testing.T, tarPath, binPath string) (v1.Image, []file, []byte)
 		if len(body) <= 4096 {
 			f.Body = string(body)
 		}
-		if "/"+hdr.Name == binPath {
-			bin = body
+		if hdr.Typeflag == tar.TypeReg {
+			bodies["/"+hdr.Name] = body
 		}
 		files = append(files, f)
 	}
-	return img, files, bin
+	return img, files, bodies
 }
 
 func configOf(t *testing.T, img v1.Image) *v1.ConfigFile {
@@ -109,12 +113,12 @@ func TestBuildPause(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantBuilt := Built{Name: "pause", Ref: "localhost/ambientlite/pause:test", Digest: b.Digest, ID: b.ID, Size: fi.Size(), Tarball: filepath.Join(opts.OutDir, "pause.tar")}
+	wantBuilt := Built{Name: "pause", Ref: "localhost/ambientlite/pause:test", PushRef: "localhost/ambientlite/pause:test", Digest: b.Digest, ID: b.ID, Size: fi.Size(), Tarball: filepath.Join(opts.OutDir, "pause.tar")}
 	if diff := cmp.Diff(wantBuilt, b); diff != "" {
 		t.Errorf("Built (-want +got):\n%s", diff)
 	}
 
-	img, files, bin := readImage(t, b.Tarball, "/pause")
+	img, files, bodies := readImage(t, b.Tarball)
 	if d, err := img.Digest(); err != nil || d.String() != b.Digest {
 		t.Errorf("digest read back = %v, %v; Build said %s", d, err, b.Digest)
 	}
@@ -125,7 +129,7 @@ func TestBuildPause(t *testing.T) {
 	if diff := cmp.Diff(wantFiles, files); diff != "" {
 		t.Errorf("files (-want +got):\n%s", diff)
 	}
-	if !bytes.HasPrefix(bin, []byte("\x7fELF")) {
+	if !bytes.HasPrefix(bodies["/pause"], []byte("\x7fELF")) {
 		t.Errorf("/pause is not an ELF binary")
 	}
 
@@ -172,12 +176,12 @@ func TestBuildTool(t *testing.T) {
 	if len(built) != 1 || built[0].Ref != "registry.example/mesh/coredns:dev" {
 		t.Fatalf("built %+v, want registry.example/mesh/coredns:dev", built)
 	}
-	img, files, bin := readImage(t, built[0].Tarball, "/coredns")
+	img, files, bodies := readImage(t, built[0].Tarball)
 	wantFiles := append([]file{{Name: "coredns", Mode: "-rwxr-xr-x", Body: string(binary)}}, baseFiles...)
 	if diff := cmp.Diff(wantFiles, files); diff != "" {
 		t.Errorf("files (-want +got):\n%s", diff)
 	}
-	if !bytes.Equal(bin, binary) {
+	if !bytes.Equal(bodies["/coredns"], binary) {
 		t.Errorf("/coredns differs from the tools dir's binary")
 	}
 	cf := configOf(t, img)
@@ -192,7 +196,7 @@ func TestBuildTool(t *testing.T) {
 func TestNewImageDeterministic(t *testing.T) {
 	row := Image{Name: "app", Package: "./cmd/app", Ports: []string{"80/tcp", "81/tcp"}, Env: []string{"A=1"}}
 	digest := func(binary string) string {
-		img, err := newImage(row, []byte(binary))
+		img, err := newImage(row, map[string][]byte{row.BinaryPath(): []byte(binary)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -208,5 +212,95 @@ func TestNewImageDeterministic(t *testing.T) {
 	}
 	if other := digest("two"); other == first {
 		t.Errorf("different binaries: same digest %s", first)
+	}
+}
+
+// TestBuildOneFixedRef wraps several binaries and files in an image with a
+// fixed reference, as the echo-advanced row does, without compiling
+// anything.
+func TestBuildOneFixedRef(t *testing.T) {
+	dir := t.TempDir()
+	server, client := filepath.Join(dir, "server"), filepath.Join(dir, "client")
+	if err := os.WriteFile(server, []byte("\x7fELF server"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(client, []byte("\x7fELF client"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	row := Image{
+		Name:          "up",
+		Ref:           "registry.example/upstream/up:v1.2.3",
+		Tool:          "server",
+		Path:          "/usr/local/bin/server",
+		ExtraBinaries: []Binary{{Tool: "client", Path: "/usr/local/bin/client"}},
+		Files:         []File{{Path: "/cert.crt", Contents: contents("cert")}, {Path: "/etc/up/key", Mode: 0o600, Contents: contents("key")}},
+	}
+	tarPath := filepath.Join(dir, "up.tar")
+	bins := map[string]string{"/usr/local/bin/server": server, "/usr/local/bin/client": client}
+	b, err := buildOne(row, bins, row.RefOrDefault("localhost/ambientlite", "dev"), "localhost/ambientlite/up:dev", tarPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Ref != row.Ref || b.PushRef != "localhost/ambientlite/up:dev" {
+		t.Errorf("Ref, PushRef = %s, %s; want %s, localhost/ambientlite/up:dev", b.Ref, b.PushRef, row.Ref)
+	}
+	// The tarball carries the fixed reference and no other.
+	tag, err := name.NewTag(row.Ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tarball.ImageFromPath(tarPath, &tag); err != nil {
+		t.Errorf("tarball has no image tagged %s: %v", tag, err)
+	}
+	other, err := name.NewTag(b.PushRef)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tarball.ImageFromPath(tarPath, &other); err == nil {
+		t.Errorf("tarball has an image tagged %s too", other)
+	}
+
+	img, files, _ := readImage(t, tarPath)
+	wantFiles := []file{
+		{Name: "cert.crt", Mode: "-rw-r--r--", Body: "cert"},
+		baseFiles[0], baseFiles[1], baseFiles[2], baseFiles[3],
+		{Name: "etc/up/", Mode: "drwxr-xr-x"},
+		{Name: "etc/up/key", Mode: "-rw-------", Body: "key"},
+		baseFiles[4],
+		{Name: "usr/", Mode: "drwxr-xr-x"},
+		{Name: "usr/local/", Mode: "drwxr-xr-x"},
+		{Name: "usr/local/bin/", Mode: "drwxr-xr-x"},
+		{Name: "usr/local/bin/client", Mode: "-rwxr-xr-x", Body: "\x7fELF client"},
+		{Name: "usr/local/bin/server", Mode: "-rwxr-xr-x", Body: "\x7fELF server"},
+	}
+	if diff := cmp.Diff(wantFiles, files); diff != "" {
+		t.Errorf("files (-want +got):\n%s", diff)
+	}
+	if got := configOf(t, img).Config.Entrypoint; !slices.Equal(got, []string{"/usr/local/bin/server"}) {
+		t.Errorf("entrypoint = %q, want the main binary", got)
+	}
+}
+
+func TestNewImageErrors(t *testing.T) {
+	failing := func() ([]byte, error) { return nil, errors.New("no entropy today") }
+	for _, tc := range []struct {
+		name       string
+		row        Image
+		binaries   map[string][]byte
+		wantErrHas string
+	}{
+		{"binary missing", Image{Name: "a", Tool: "a", Path: "/a", ExtraBinaries: []Binary{{Tool: "b", Path: "/b"}}}, map[string][]byte{"/a": nil}, "no binary for /b"},
+		{"binary not in the row", Image{Name: "a", Tool: "a", Path: "/a"}, map[string][]byte{"/a": nil, "/b": nil}, "2 binaries given for 1 paths"},
+		{"file on a base file", Image{Name: "a", Tool: "a", Path: "/a", Files: []File{{Path: "/etc/passwd", Contents: contents("")}}}, map[string][]byte{"/a": nil}, "path /etc/passwd clashes with etc/passwd"},
+		{"file on a directory", Image{Name: "a", Tool: "a", Path: "/tmp", Files: nil}, map[string][]byte{"/tmp": nil}, "path /tmp clashes with tmp/"},
+		{"file under a file", Image{Name: "a", Tool: "a", Path: "/a", Files: []File{{Path: "/a/b", Contents: contents("")}}}, map[string][]byte{"/a": nil}, "path /a/b: its directory /a is a file"},
+		{"contents fail", Image{Name: "a", Tool: "a", Path: "/a", Files: []File{{Path: "/c", Contents: failing}}}, map[string][]byte{"/a": nil}, "contents of /c: no entropy today"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := newImage(tc.row, tc.binaries)
+			if err == nil || !strings.Contains(err.Error(), tc.wantErrHas) {
+				t.Errorf("newImage error = %v, want one containing %q", err, tc.wantErrHas)
+			}
+		})
 	}
 }

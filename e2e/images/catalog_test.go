@@ -1,7 +1,10 @@
 package images
 
 import (
+	"errors"
+	"io/fs"
 	"os"
+	"os/exec"
 	"path"
 	"path/filepath"
 	"strconv"
@@ -11,8 +14,10 @@ import (
 	"github.com/google/go-cmp/cmp"
 )
 
-// TestCatalog checks every row: valid, a unique name and binary name, and a
-// Go package that exists in this module.
+// TestCatalog checks every row: valid, a unique name, binary names unique
+// across the catalog (one `go build` names binaries by package), and Go
+// packages that are commands the module can build: directories of this
+// module, or packages of modules go.mod requires.
 func TestCatalog(t *testing.T) {
 	root, err := FindModuleRoot(".")
 	if err != nil {
@@ -20,6 +25,7 @@ func TestCatalog(t *testing.T) {
 	}
 	seen := map[string]bool{}
 	bins := map[string]string{}
+	var pkgs []string
 	for _, img := range Catalog() {
 		if err := img.Validate(); err != nil {
 			t.Error(err)
@@ -28,15 +34,43 @@ func TestCatalog(t *testing.T) {
 			t.Errorf("image %q: listed twice", img.Name)
 		}
 		seen[img.Name] = true
-		if img.Package == "" {
-			continue
+		for _, b := range img.Binaries() {
+			if b.Package == "" {
+				continue
+			}
+			if other, ok := bins[path.Base(b.Package)]; ok && other != b.Package {
+				t.Errorf("image %q: package %s builds a binary named like %s's", img.Name, b.Package, other)
+			}
+			bins[path.Base(b.Package)] = b.Package
+			pkgs = append(pkgs, b.Package)
+			if !strings.HasPrefix(b.Package, "./") {
+				continue
+			}
+			if fi, err := os.Stat(filepath.Join(root, filepath.FromSlash(b.Package))); err != nil || !fi.IsDir() {
+				t.Errorf("image %q: package %s is not a directory of the module: %v", img.Name, b.Package, err)
+			}
 		}
-		if other, ok := bins[path.Base(img.Package)]; ok && other != img.Package {
-			t.Errorf("image %q: package %s builds a binary named like %s's", img.Name, img.Package, other)
+	}
+
+	// `go list` loads the packages without compiling them: a module
+	// missing from go.mod or go.sum fails here rather than in Build.
+	cmd := exec.Command("go", append([]string{"list", "-f", "{{.Name}}"}, pkgs...)...)
+	cmd.Dir = root
+	out, err := cmd.Output()
+	if err != nil {
+		var stderr []byte
+		if ee := (*exec.ExitError)(nil); errors.As(err, &ee) {
+			stderr = ee.Stderr
 		}
-		bins[path.Base(img.Package)] = img.Package
-		if fi, err := os.Stat(filepath.Join(root, filepath.FromSlash(img.Package))); err != nil || !fi.IsDir() {
-			t.Errorf("image %q: package %s is not a directory of the module: %v", img.Name, img.Package, err)
+		t.Fatalf("go list %s: %v\n%s", strings.Join(pkgs, " "), err, stderr)
+	}
+	names := strings.Fields(string(out))
+	if len(names) != len(pkgs) {
+		t.Fatalf("go list printed %q for %d packages", names, len(pkgs))
+	}
+	for i, n := range names {
+		if n != "main" {
+			t.Errorf("package %s is package %s, not a command", pkgs[i], n)
 		}
 	}
 }
@@ -51,7 +85,8 @@ func TestLookup(t *testing.T) {
 		{name: "pause", wantPath: "/pause", wantEntry: []string{"/pause"}},
 		{name: "coredns", wantPath: "/coredns", wantEntry: []string{"/coredns"}},
 		{name: "meshecho", wantPath: "/usr/local/bin/meshecho", wantEntry: []string{"/usr/local/bin/meshecho"}},
-		{name: "nope", wantErrHas: `unknown image "nope" (known: coredns, meshecho, pause`},
+		{name: "echo-advanced", wantPath: "/usr/local/bin/server", wantEntry: []string{"/usr/local/bin/server"}},
+		{name: "nope", wantErrHas: `unknown image "nope" (known: coredns, echo-advanced, meshecho, pause)`},
 		{name: "", wantErrHas: `unknown image "" (known: `},
 	} {
 		t.Run(strconv.Quote(tc.name), func(t *testing.T) {
@@ -80,13 +115,26 @@ func TestValidate(t *testing.T) {
 		wantErrHas string // "" for valid
 	}{
 		{name: "package", img: Image{Name: "a", Package: "./cmd/a"}},
+		{name: "package of another module", img: Image{Name: "a", Package: "example.com/m/cmd/a"}},
 		{name: "tool with everything", img: Image{Name: "b-2", Tool: "b", Path: "/b", Entrypoint: []string{"/b", "-x"}, Ports: []string{"53/udp"}, Env: []string{"A=1", "B="}}},
+		{name: "fixed ref, binaries and files", img: Image{Name: "a", Ref: "registry.example/up/a:v1", Package: "./cmd/a", ExtraBinaries: []Binary{{Tool: "b", Path: "/bin/b"}, {Package: "example.com/m/c", Path: "/bin/c"}}, Files: []File{{Path: "/a.conf", Mode: 0o600, Contents: contents("x")}}}},
 		{name: "no name", img: Image{Package: "./cmd/a"}, wantErrHas: "name"},
 		{name: "upper-case name", img: Image{Name: "A", Package: "./cmd/a"}, wantErrHas: "lowercase"},
 		{name: "neither source", img: Image{Name: "a"}, wantErrHas: "exactly one of Package and Tool"},
 		{name: "both sources", img: Image{Name: "a", Package: "./a", Tool: "a"}, wantErrHas: "exactly one of Package and Tool"},
-		{name: "package not relative", img: Image{Name: "a", Package: "github.com/x/a"}, wantErrHas: "relative to the module root"},
+		{name: "package neither relative nor of a module", img: Image{Name: "a", Package: "cmd/a"}, wantErrHas: "relative to the module root"},
 		{name: "package not clean", img: Image{Name: "a", Package: "./cmd/../a"}, wantErrHas: "relative to the module root"},
+		{name: "package above the module", img: Image{Name: "a", Package: "./../a"}, wantErrHas: "relative to the module root"},
+		{name: "import path not clean", img: Image{Name: "a", Package: "example.com/m/../a"}, wantErrHas: "import path of a package"},
+		{name: "ref without tag", img: Image{Name: "a", Tool: "a", Ref: "registry.example/up/a"}, wantErrHas: `ref "registry.example/up/a": want a full reference`},
+		{name: "ref not a reference", img: Image{Name: "a", Tool: "a", Ref: "Up:v1"}, wantErrHas: `ref "Up:v1"`},
+		{name: "extra binary without source", img: Image{Name: "a", Tool: "a", ExtraBinaries: []Binary{{Path: "/b"}}}, wantErrHas: "extra binary 1: set exactly one of Package and Tool"},
+		{name: "extra binary without path", img: Image{Name: "a", Tool: "a", ExtraBinaries: []Binary{{Tool: "b"}}}, wantErrHas: `extra binary 1: path "": want a clean absolute file path`},
+		{name: "extra binary on the main one", img: Image{Name: "a", Tool: "a", Path: "/a", ExtraBinaries: []Binary{{Tool: "b", Path: "/a"}}}, wantErrHas: "extra binary 1: path /a: used twice"},
+		{name: "file on a binary", img: Image{Name: "a", Tool: "a", Path: "/a", Files: []File{{Path: "/a", Contents: contents("")}}}, wantErrHas: "file 1: path /a: used twice"},
+		{name: "file path not clean", img: Image{Name: "a", Tool: "a", Files: []File{{Path: "/etc/../x", Contents: contents("")}}}, wantErrHas: `file 1: path "/etc/../x"`},
+		{name: "file mode", img: Image{Name: "a", Tool: "a", Files: []File{{Path: "/x", Mode: fs.ModeDir | 0o755, Contents: contents("")}}}, wantErrHas: "file 1: mode drwxr-xr-x: want permission bits only"},
+		{name: "file without contents", img: Image{Name: "a", Tool: "a", Files: []File{{Path: "/x"}}}, wantErrHas: "file 1: /x has no Contents"},
 		{name: "tool with a slash", img: Image{Name: "a", Tool: "bin/a"}, wantErrHas: "file name"},
 		{name: "relative path", img: Image{Name: "a", Tool: "a", Path: "a"}, wantErrHas: "absolute"},
 		{name: "root path", img: Image{Name: "a", Tool: "a", Path: "/"}, wantErrHas: "absolute file path"},
@@ -111,6 +159,7 @@ func TestChoose(t *testing.T) {
 		{Name: "app", Package: "./cmd/app"},
 		{Name: "dns", Tool: "coredns", Path: "/coredns"},
 		{Name: "other", Tool: "other"},
+		{Name: "app-and-tool", Package: "./cmd/app", ExtraBinaries: []Binary{{Tool: "coredns", Path: "/coredns"}}},
 	}
 	tools := t.TempDir()
 	if err := os.WriteFile(filepath.Join(tools, "coredns"), []byte("binary"), 0o755); err != nil {
@@ -127,13 +176,14 @@ func TestChoose(t *testing.T) {
 		wantSkipped []string
 		wantErrHas  []string
 	}{
-		{name: "all without tools dir", want: []string{"app"}, wantSkipped: []string{"dns", "other"}},
-		{name: "all with tools dir", toolsDir: tools, want: []string{"app", "dns"}, wantSkipped: []string{"other"}},
+		{name: "all without tools dir", want: []string{"app"}, wantSkipped: []string{"dns", "other", "app-and-tool"}},
+		{name: "all with tools dir", toolsDir: tools, want: []string{"app", "dns", "app-and-tool"}, wantSkipped: []string{"other"}},
+		{name: "named extra tool without tools dir", names: []string{"app-and-tool"}, wantErrHas: []string{"image app-and-tool needs the prebuilt binary coredns: no tools dir given"}},
 		{name: "named, in the order given, once", names: []string{"dns", "app", "dns"}, toolsDir: tools, want: []string{"dns", "app"}},
 		{name: "named tool without tools dir", names: []string{"app", "dns"}, wantErrHas: []string{"image dns needs the prebuilt binary coredns: no tools dir given"}},
 		{name: "named tool missing", names: []string{"dns"}, toolsDir: t.TempDir(), wantErrHas: []string{"coredns is not in the tools dir"}},
 		{name: "named tool not a file", names: []string{"other"}, toolsDir: tools, wantErrHas: []string{"is not a regular file"}},
-		{name: "unknown names", names: []string{"app", "x", "y"}, wantErrHas: []string{`unknown image "x" (known: app, dns, other)`, `unknown image "y"`}},
+		{name: "unknown names", names: []string{"app", "x", "y"}, wantErrHas: []string{`unknown image "x" (known: app, app-and-tool, dns, other)`, `unknown image "y"`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			chosen, skipped, err := choose(rows, tc.names, tc.toolsDir)
@@ -183,5 +233,28 @@ func TestFindModuleRoot(t *testing.T) {
 	}
 	if _, err := FindModuleRoot(nested); err == nil || !strings.Contains(err.Error(), "no go.mod of "+ModulePath) {
 		t.Errorf("FindModuleRoot outside the module: error = %v", err)
+	}
+}
+
+// contents returns a File.Contents giving body.
+func contents(body string) func() ([]byte, error) {
+	return func() ([]byte, error) { return []byte(body), nil }
+}
+
+func TestRefOrDefault(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		img         Image
+		prefix, tag string
+		want        string
+	}{
+		{"prefix and tag", Image{Name: "pause"}, "localhost/ambientlite", "dev", "localhost/ambientlite/pause:dev"},
+		{"fixed ref", Image{Name: "echo", Ref: "registry.k8s.io/gateway-api/echo-advanced:v1.5.1"}, "registry.example/mesh", "v2", "registry.k8s.io/gateway-api/echo-advanced:v1.5.1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := tc.img.RefOrDefault(tc.prefix, tc.tag); got != tc.want {
+				t.Errorf("RefOrDefault(%q, %q) = %q, want %q", tc.prefix, tc.tag, got, tc.want)
+			}
+		})
 	}
 }

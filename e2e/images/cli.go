@@ -21,6 +21,10 @@ Builds the project's OCI images without Docker, as docker-archive tarballs
 <out>/<name>.tar tagged <prefix>/<name>:<tag>; with --load imports them into
 the local cluster's containerd, with --push sends them to a registry.
 
+An image standing in for an upstream one keeps its fixed reference whatever
+--prefix and --tag say, but --push sends it to PREFIX/<name>:<tag> like the
+others. Fixed references:
+%s
 images: %s
 
 flags:
@@ -35,13 +39,19 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var push, only string
 	fs.StringVar(&opts.OutDir, "out", "_output/images", "directory for the tarballs")
 	fs.StringVar(&opts.Tag, "tag", DefaultTag, "tag of every image")
-	fs.StringVar(&opts.Prefix, "prefix", DefaultPrefix, "images are `PREFIX`/<name>:<tag>")
+	fs.StringVar(&opts.Prefix, "prefix", DefaultPrefix, "images are `PREFIX`/<name>:<tag>, but for fixed references")
 	fs.StringVar(&opts.ToolsDir, "tools-dir", "", "directory of prebuilt upstream binaries such as coredns (default: none; images needing one are skipped)")
 	fs.BoolVar(&load, "load", false, "import each image into the local containerd ("+DefaultContainerdAddress+", namespace "+DefaultNamespace+")")
-	fs.StringVar(&push, "push", "", "push each image to `REGISTRY/PREFIX`/<name>:<tag> (replaces --prefix)")
+	fs.StringVar(&push, "push", "", "push each image to `REGISTRY/PREFIX`/<name>:<tag>, fixed references included (replaces --prefix)")
 	fs.StringVar(&only, "only", "", "build only these images, a comma-separated `list` (default: all available)")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, usage, strings.Join(Names(), ", "))
+		var fixed strings.Builder
+		for _, img := range Catalog() {
+			if img.Ref != "" {
+				fmt.Fprintf(&fixed, "  %s: %s\n", img.Name, img.Ref)
+			}
+		}
+		fmt.Fprintf(stderr, usage, fixed.String(), strings.Join(Names(), ", "))
 		fs.PrintDefaults()
 	}
 	fail := func(format string, a ...any) error {
@@ -93,10 +103,11 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		took += fmt.Sprintf(", imported into containerd in %s", time.Since(start).Round(10*time.Millisecond))
 	case push != "":
 		start := time.Now()
-		for _, b := range built {
-			if _, err := Push(ctx, b.Tarball, b.Ref); err != nil {
+		for i, b := range built {
+			if _, err := Push(ctx, b.Tarball, b.PushRef); err != nil {
 				return err
 			}
+			built[i].Ref = b.PushRef // what the table shows
 		}
 		took += fmt.Sprintf(", pushed in %s", time.Since(start).Round(10*time.Millisecond))
 	}

@@ -81,7 +81,9 @@ func TestImport(t *testing.T) {
 	if err := os.WriteFile(bin, []byte(rand.Text()), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	b, err := buildOne(Image{Name: "import-test", Tool: "binary"}, bin, "localhost/ambientlite-test/import-test:"+strings.ToLower(rand.Text()[:10]), filepath.Join(dir, "import-test.tar"))
+	row := Image{Name: "import-test", Tool: "binary"}
+	ref := "localhost/ambientlite-test/import-test:" + strings.ToLower(rand.Text()[:10])
+	b, err := buildOne(row, map[string]string{row.BinaryPath(): bin}, ref, ref, filepath.Join(dir, "import-test.tar"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -39,13 +39,33 @@ const (
 	etcNSS    = "hosts: files dns\n"
 )
 
-// newImage returns row's image around binary: one layer, a config naming
-// the entrypoint and platform, and nothing that varies between builds.
-func newImage(row Image, binary []byte) (v1.Image, error) {
+// newImage returns row's image: one layer with binaries (keyed by their
+// path in the image, one for each of row.Binaries()) and row.Files, a
+// config naming the entrypoint and platform, and nothing that varies
+// between builds.
+func newImage(row Image, binaries map[string][]byte) (v1.Image, error) {
 	if err := row.Validate(); err != nil {
 		return nil, err
 	}
-	layerTar, err := rootFS(row.BinaryPath(), binary)
+	var files []layerFile
+	for _, b := range row.Binaries() {
+		body, ok := binaries[b.Path]
+		if !ok {
+			return nil, fmt.Errorf("image %s: no binary for %s", row.Name, b.Path)
+		}
+		files = append(files, layerFile{path: b.Path, mode: 0o755, body: body})
+	}
+	if len(binaries) != len(files) {
+		return nil, fmt.Errorf("image %s: %d binaries given for %d paths", row.Name, len(binaries), len(files))
+	}
+	for _, f := range row.Files {
+		body, err := f.Contents()
+		if err != nil {
+			return nil, fmt.Errorf("image %s: contents of %s: %w", row.Name, f.Path, err)
+		}
+		files = append(files, layerFile{path: f.Path, mode: int64(f.perm()), body: body})
+	}
+	layerTar, err := rootFS(files)
 	if err != nil {
 		return nil, fmt.Errorf("image %s: layer: %w", row.Name, err)
 	}
@@ -90,10 +110,18 @@ func config(row Image) v1.Config {
 	return c
 }
 
-// rootFS returns the uncompressed tar of the image's file system: binary
-// at binPath (mode 0755) and its parent directories, /tmp (1777) and /etc,
-// everything owned by root, in path order, with fixed times.
-func rootFS(binPath string, binary []byte) ([]byte, error) {
+// layerFile is a regular file of an image's layer.
+type layerFile struct {
+	path string // absolute, clean
+	mode int64  // permission bits
+	body []byte
+}
+
+// rootFS returns the uncompressed tar of the image's file system: files and
+// their parent directories, /tmp (1777) and /etc, everything owned by root,
+// in path order, with fixed times. A file whose path is taken by another
+// file or directory is an error.
+func rootFS(files []layerFile) ([]byte, error) {
 	type entry struct {
 		hdr  tar.Header
 		body []byte
@@ -110,19 +138,26 @@ func rootFS(binPath string, binary []byte) ([]byte, error) {
 	file("etc/group", 0o644, []byte(etcGroup))
 	file("etc/nsswitch.conf", 0o644, []byte(etcNSS))
 	dir("tmp", 0o1777)
-	name := strings.TrimPrefix(binPath, "/")
-	for d := path.Dir(name); d != "."; d = path.Dir(d) {
-		if _, ok := entries[d]; !ok {
-			dir(d, 0o755)
+	size := 16 << 10
+	for _, f := range files {
+		name := strings.TrimPrefix(f.path, "/")
+		for d := path.Dir(name); d != "."; d = path.Dir(d) {
+			e, ok := entries[d]
+			if !ok {
+				dir(d, 0o755)
+			} else if e.hdr.Typeflag != tar.TypeDir {
+				return nil, fmt.Errorf("path %s: its directory /%s is a file", f.path, d)
+			}
 		}
+		if e, ok := entries[name]; ok {
+			return nil, fmt.Errorf("path %s clashes with %s", f.path, e.hdr.Name)
+		}
+		file(name, f.mode, f.body)
+		size += len(f.body) + 1024
 	}
-	if e, ok := entries[name]; ok {
-		return nil, fmt.Errorf("binary path %s clashes with %s", binPath, e.hdr.Name)
-	}
-	file(name, 0o755, binary)
 
 	var buf bytes.Buffer
-	buf.Grow(len(binary) + 16<<10)
+	buf.Grow(size)
 	tw := tar.NewWriter(&buf)
 	for _, key := range slices.Sorted(maps.Keys(entries)) {
 		e := entries[key]
