@@ -44,6 +44,15 @@ k() { "$kubectl_bin" "$@"; }
 step "deploy bookinfo-lite (frontend -> reviews v1/v2 -> ratings) in namespace bookinfo"
 sed "s#\$IMAGE#$image#g" e2e/demo/bookinfo.yaml | k apply -f -
 k -n bookinfo rollout status deployment/frontend-v1 deployment/reviews-v1 deployment/reviews-v2 deployment/ratings-v1 deployment/client --timeout=180s
+# Ready pods join the Service a moment later: wait for both reviews
+# endpoints, then give kube-proxy a second to program them.
+for _ in $(seq 60); do
+	ready=$(k -n bookinfo get endpointslices -l kubernetes.io/service-name=reviews \
+		-o jsonpath='{range .items[*].endpoints[?(@.conditions.ready==true)]}{.addresses[0]}{"\n"}{end}' | grep -c . || true)
+	[ "$ready" -ge 2 ] && break
+	sleep 1
+done
+sleep 1
 
 step "one request to the frontend, as the client pod sees it"
 k -n bookinfo exec deploy/client -- meshecho client --print-body http://frontend:9080/productpage
