@@ -39,6 +39,16 @@ const (
 	maxHeaderList   = 16 << 10  // SETTINGS_MAX_HEADER_LIST_SIZE we advertise and enforce
 )
 
+// Defaults shared by Server and Dialer (each field's doc comment repeats its
+// default; the idle timeouts differ and stay with their owners).
+const (
+	defaultMaxStreams       = 100
+	defaultStreamWindow     = 4 << 20
+	defaultConnWindow       = 16 << 20
+	defaultKeepAlive        = 30 * time.Second
+	defaultKeepAliveTimeout = 15 * time.Second
+)
+
 // connConfig is the part of Server and Dialer settings the engine needs,
 // with defaults already applied.
 type connConfig struct {

@@ -153,11 +153,11 @@ func (d *Dialer) init() error {
 			logger = slog.New(slog.DiscardHandler)
 		}
 		d.cfg = connConfig{
-			maxStreams:       orDefault(d.MaxStreamsPerConn, 100),
-			streamWindow:     orDefault(d.StreamWindow, 4<<20),
-			connWindow:       orDefault(d.ConnWindow, 16<<20),
-			keepAlive:        orDefault(d.KeepAlive, 30*time.Second),
-			keepAliveTimeout: orDefault(d.KeepAliveTimeout, 15*time.Second),
+			maxStreams:       orDefault(d.MaxStreamsPerConn, defaultMaxStreams),
+			streamWindow:     orDefault(d.StreamWindow, defaultStreamWindow),
+			connWindow:       orDefault(d.ConnWindow, defaultConnWindow),
+			keepAlive:        orDefault(d.KeepAlive, defaultKeepAlive),
+			keepAliveTimeout: orDefault(d.KeepAliveTimeout, defaultKeepAliveTimeout),
 			idleTimeout:      orDefault(d.IdleTimeout, 5*time.Minute),
 			logger:           logger,
 		}

@@ -157,11 +157,11 @@ func (s *Server) init() error {
 			s.logger = slog.New(slog.DiscardHandler)
 		}
 		s.cfg = connConfig{
-			maxStreams:       orDefault(s.MaxConcurrentStreams, 100),
-			streamWindow:     orDefault(s.StreamWindow, 4<<20),
-			connWindow:       orDefault(s.ConnWindow, 16<<20),
-			keepAlive:        orDefault(s.KeepAlive, 30*time.Second),
-			keepAliveTimeout: orDefault(s.KeepAliveTimeout, 15*time.Second),
+			maxStreams:       orDefault(s.MaxConcurrentStreams, defaultMaxStreams),
+			streamWindow:     orDefault(s.StreamWindow, defaultStreamWindow),
+			connWindow:       orDefault(s.ConnWindow, defaultConnWindow),
+			keepAlive:        orDefault(s.KeepAlive, defaultKeepAlive),
+			keepAliveTimeout: orDefault(s.KeepAliveTimeout, defaultKeepAliveTimeout),
 			idleTimeout:      orDefault(s.IdleTimeout, 10*time.Minute),
 			logger:           s.logger,
 		}
