@@ -232,10 +232,9 @@ func (c Config) kubectl(args ...string) []string {
 // addonsManifest is CoreDNS, serving cluster.local from the API with no
 // upstream forwarding (nothing leaves the machine).
 func addonsManifest(c Config) string {
-	m := strings.NewReplacer(
+	return strings.NewReplacer(
 		"$DNS_IP", c.dnsServiceIP().String(),
 		"$DOMAIN", c.ClusterDomain,
-		"$IMAGE", c.ImagePrefix+"/coredns:"+c.ImageTag,
+		"$IMAGE", c.Image("coredns"),
 	).Replace(corednsManifest)
-	return m
 }

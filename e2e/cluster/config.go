@@ -148,7 +148,7 @@ func (c Config) KubeconfigPath() string {
 	return filepath.Join(dir, "kubeconfig")
 }
 
-// apiServerIP is the first address of the service range (kubernetes.default).
+// apiServerServiceIP is the first address of the service range (kubernetes.default).
 func (c Config) apiServerServiceIP() netip.Addr { return c.ServiceCIDR.Masked().Addr().Next() }
 
 // dnsServiceIP is the ClusterIP of kube-dns: the tenth address of the range.

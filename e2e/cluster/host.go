@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -226,7 +227,7 @@ table inet %[1]s {
 }
 
 func installGuard(ctx context.Context, c Config) error {
-	cmd := execNft(ctx)
+	cmd := exec.CommandContext(ctx, "nft", "-f", "-")
 	cmd.Stdin = strings.NewReader(guardRules(c))
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("install guard nftables table: %w: %s", err, out)
@@ -254,18 +255,18 @@ func cleanIptables(ctx context.Context) error {
 	for _, fam := range []string{"iptables", "ip6tables"} {
 		for _, backend := range []string{"-nft", "-legacy"} {
 			save, restore := fam+backend+"-save", fam+backend+"-restore"
-			if _, err := lookPath(save); err != nil {
+			if _, err := exec.LookPath(save); err != nil {
 				continue
 			}
 			for _, table := range []string{"filter", "nat", "mangle", "raw"} {
-				out, err := execCmd(ctx, save, "-t", table).Output() // stdout only: the save tools warn on stderr
+				out, err := exec.CommandContext(ctx, save, "-t", table).Output() // stdout only: the save tools warn on stderr
 				if err != nil {
 					continue
 				}
 				if !strings.Contains(string(out), "KUBE-") && !strings.Contains(string(out), "CNI-") {
 					continue
 				}
-				cmd := execCmd(ctx, restore, "-T", table)
+				cmd := exec.CommandContext(ctx, restore, "-T", table)
 				cmd.Stdin = strings.NewReader(withoutClusterRules(string(out)))
 				if b, err := cmd.CombinedOutput(); err != nil {
 					errs = append(errs, fmt.Errorf("%s -T %s: %w: %s", restore, table, err, b))

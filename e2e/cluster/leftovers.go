@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 )
@@ -59,10 +60,10 @@ func Leftovers(ctx context.Context, cfg Config) ([]string, error) {
 		}
 	}
 	for _, save := range []string{"iptables-nft-save", "ip6tables-nft-save", "iptables-legacy-save", "ip6tables-legacy-save"} {
-		if _, err := lookPath(save); err != nil {
+		if _, err := exec.LookPath(save); err != nil {
 			continue
 		}
-		out, err := execCmd(ctx, save).Output()
+		out, err := exec.CommandContext(ctx, save).Output()
 		if err != nil {
 			continue
 		}

@@ -251,11 +251,3 @@ func run(ctx context.Context, name string, args ...string) (string, error) {
 	}
 	return string(out), nil
 }
-
-func execCmd(ctx context.Context, name string, args ...string) *exec.Cmd {
-	return exec.CommandContext(ctx, name, args...)
-}
-
-func execNft(ctx context.Context) *exec.Cmd { return execCmd(ctx, "nft", "-f", "-") }
-
-func lookPath(name string) (string, error) { return exec.LookPath(name) }
