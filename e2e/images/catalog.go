@@ -15,6 +15,7 @@ import (
 // catalog lists every image the project builds. Adding an image is adding a
 // row; the zero value of every optional field is documented on [Image].
 var catalog = []Image{
+	{Name: "istiod-lite", Package: "./istiod-lite/cmd/istiod-lite", Ports: []string{"15012/tcp", "15014/tcp", "8080/tcp"}},
 	{Name: "meshecho", Package: "./e2e/cmd/meshecho", Ports: []string{"8080/tcp", "9090/tcp", "9000/tcp"}},
 	{Name: "pause", Package: "./e2e/cmd/pause", Path: "/pause"},
 	{Name: "coredns", Tool: "coredns", Path: "/coredns", Ports: []string{"53/udp", "53/tcp"}},

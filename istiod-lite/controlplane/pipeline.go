@@ -1,0 +1,140 @@
+package controlplane
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/proto"
+	"istio.io/istio/pkg/workloadapi"
+
+	"github.com/ambientlite/mesh/istiod-lite/kube"
+	"github.com/ambientlite/mesh/istiod-lite/model"
+	"github.com/ambientlite/mesh/istiod-lite/xds"
+)
+
+// servedTypes are the resource types the config server carries.
+var servedTypes = []string{xds.AddressType, xds.AuthorizationType}
+
+// pipeline turns the Kubernetes cache into served resources: on every
+// change (after a short quiet period) it rebuilds the ambient view, diffs it
+// against the last one and stores only what changed.
+type pipeline struct {
+	cache    *kube.Cache
+	store    *xds.Store
+	modelCfg model.Config
+	quiet    time.Duration
+	log      *slog.Logger
+
+	prev     *model.View
+	problems map[model.Problem]bool // already logged
+
+	translations prometheus.Counter
+	duration     prometheus.Histogram
+	problemGauge prometheus.Gauge
+}
+
+func newPipeline(c *kube.Cache, store *xds.Store, cfg model.Config, log *slog.Logger, reg prometheus.Registerer) (*pipeline, error) {
+	p := &pipeline{
+		cache: c, store: store, modelCfg: cfg, quiet: 20 * time.Millisecond, log: log,
+		problems: map[model.Problem]bool{},
+		translations: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "istiod_lite_translations_total",
+			Help: "Rebuilds of the ambient view from the Kubernetes cache.",
+		}),
+		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "istiod_lite_translation_duration_seconds",
+			Help:    "Time to rebuild the ambient view and store what changed.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+		}),
+		problemGauge: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "istiod_lite_config_problems",
+			Help: "Objects (or parts of them) skipped by the last translation because they could not be translated.",
+		}),
+	}
+	for _, c := range []prometheus.Collector{p.translations, p.duration, p.problemGauge} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+// run rebuilds on every cache change until ctx is done.
+func (p *pipeline) run(ctx context.Context) {
+	t := time.NewTimer(0)
+	<-t.C
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-p.cache.Changed():
+		}
+		// Let a burst of events settle, then rebuild once.
+		t.Reset(p.quiet)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := p.sync(); err != nil {
+			p.log.Error("store translated config", "err", err)
+		}
+	}
+}
+
+// sync rebuilds once. It is called by run, and once before serving.
+func (p *pipeline) sync() error {
+	start := time.Now()
+	snap := model.Snapshot{
+		Namespaces:     p.cache.Namespaces(),
+		Pods:           p.cache.Pods(),
+		Services:       p.cache.Services(),
+		EndpointSlices: p.cache.EndpointSlices(),
+		Gateways:       p.cache.Gateways(),
+	}
+	view := model.Build(p.modelCfg, snap)
+	changes := model.Diff(p.prev, view)
+	if !changes.Empty() {
+		upserts := make(map[string]proto.Message, len(changes.Updated))
+		byName := addressesByName(view)
+		for _, n := range changes.Updated {
+			upserts[n] = byName[n]
+		}
+		if err := p.store.Update(xds.AddressType, upserts, changes.Removed); err != nil {
+			return fmt.Errorf("addresses: %w", err)
+		}
+		p.log.Debug("addresses changed", "updated", len(changes.Updated), "removed", len(changes.Removed))
+	}
+	p.prev = view
+	p.reportProblems(view.Problems)
+	p.translations.Inc()
+	p.duration.Observe(time.Since(start).Seconds())
+	return nil
+}
+
+func addressesByName(v *model.View) map[string]proto.Message {
+	out := make(map[string]proto.Message, len(v.Workloads)+len(v.Services))
+	for _, w := range v.Workloads {
+		out[w.GetUid()] = &workloadapi.Address{Type: &workloadapi.Address_Workload{Workload: w}}
+	}
+	for _, s := range v.Services {
+		out[model.ServiceResourceName(s)] = &workloadapi.Address{Type: &workloadapi.Address_Service{Service: s}}
+	}
+	return out
+}
+
+// reportProblems logs each problem once, when it first appears.
+func (p *pipeline) reportProblems(problems []model.Problem) {
+	seen := make(map[model.Problem]bool, len(problems))
+	for _, pr := range problems {
+		seen[pr] = true
+		if !p.problems[pr] {
+			p.log.Warn("skipped untranslatable config", "kind", pr.Ref.Kind, "namespace", pr.Ref.Namespace, "name", pr.Ref.Name, "reason", pr.Reason)
+		}
+	}
+	p.problems = seen
+	p.problemGauge.Set(float64(len(problems)))
+}
