@@ -80,6 +80,19 @@ func TestControlPlane(t *testing.T) {
 		if enrolled > time.Second || withdrawn > time.Second {
 			t.Errorf("push took longer than 1s: enrolled %v, withdrawn %v", enrolled, withdrawn)
 		}
+		// An AuthorizationPolicy reaches ztunnel as istio.security.Authorization.
+		kubectl(t, fmt.Sprintf(`apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: allow-app, namespace: %s}
+spec:
+  action: ALLOW
+  rules:
+  - from: [{source: {principals: ["cluster.local/ns/%s/sa/app"]}}]
+`, ns, ns), "apply", "-f", "-")
+		ads.waitFor(t, "policy pushed", 5*time.Second, func(s adsState) bool { return s.authz[ns+"/allow-app"] != nil })
+		kubectl(t, "", "-n", ns, "delete", "authorizationpolicy", "allow-app")
+		ads.waitFor(t, "policy withdrawn", 5*time.Second, func(s adsState) bool { return s.authz[ns+"/allow-app"] == nil })
+
 		kubectl(t, "", "delete", "pod", "-n", ns, "app", "--wait=false")
 		ads.waitFor(t, "deleted pod removed", 30*time.Second, func(s adsState) bool { return s.workload(appUID) == nil })
 	})

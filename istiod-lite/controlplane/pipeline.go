@@ -30,6 +30,7 @@ type pipeline struct {
 
 	prev     *model.View
 	problems map[model.Problem]bool // already logged
+	logged   map[string]bool        // decode errors already logged
 
 	translations prometheus.Counter
 	duration     prometheus.Histogram
@@ -39,7 +40,7 @@ type pipeline struct {
 func newPipeline(c *kube.Cache, store *xds.Store, cfg model.Config, log *slog.Logger, reg prometheus.Registerer) (*pipeline, error) {
 	p := &pipeline{
 		cache: c, store: store, modelCfg: cfg, quiet: 20 * time.Millisecond, log: log,
-		problems: map[model.Problem]bool{},
+		problems: map[model.Problem]bool{}, logged: map[string]bool{},
 		translations: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "istiod_lite_translations_total",
 			Help: "Rebuilds of the ambient view from the Kubernetes cache.",
@@ -88,14 +89,37 @@ func (p *pipeline) run(ctx context.Context) {
 // sync rebuilds once. It is called by run, and once before serving.
 func (p *pipeline) sync() error {
 	start := time.Now()
+	aps, apErrs := p.cache.AuthorizationPolicies()
+	pas, paErrs := p.cache.PeerAuthentications()
+	for _, err := range append(apErrs, paErrs...) {
+		p.logOnce(err.Error())
+	}
 	snap := model.Snapshot{
-		Namespaces:     p.cache.Namespaces(),
-		Pods:           p.cache.Pods(),
-		Services:       p.cache.Services(),
-		EndpointSlices: p.cache.EndpointSlices(),
-		Gateways:       p.cache.Gateways(),
+		Namespaces:            p.cache.Namespaces(),
+		Pods:                  p.cache.Pods(),
+		Services:              p.cache.Services(),
+		EndpointSlices:        p.cache.EndpointSlices(),
+		Gateways:              p.cache.Gateways(),
+		AuthorizationPolicies: aps,
+		PeerAuthentications:   pas,
 	}
 	view := model.Build(p.modelCfg, snap)
+	// Policies first: a workload must never name a policy the proxy has
+	// not been sent yet.
+	if ac := model.DiffAuthorizations(p.prev, view); !ac.Empty() {
+		upserts := make(map[string]proto.Message, len(ac.Updated))
+		byName := map[string]proto.Message{}
+		for _, a := range view.Authorizations {
+			byName[model.AuthorizationResourceName(a)] = a
+		}
+		for _, n := range ac.Updated {
+			upserts[n] = byName[n]
+		}
+		if err := p.store.Update(xds.AuthorizationType, upserts, ac.Removed); err != nil {
+			return fmt.Errorf("authorizations: %w", err)
+		}
+		p.log.Debug("authorizations changed", "updated", len(ac.Updated), "removed", len(ac.Removed))
+	}
 	changes := model.Diff(p.prev, view)
 	if !changes.Empty() {
 		upserts := make(map[string]proto.Message, len(changes.Updated))
@@ -137,4 +161,12 @@ func (p *pipeline) reportProblems(problems []model.Problem) {
 	}
 	p.problems = seen
 	p.problemGauge.Set(float64(len(problems)))
+}
+
+// logOnce logs a warning the first time it is seen.
+func (p *pipeline) logOnce(msg string) {
+	if !p.logged[msg] {
+		p.logged[msg] = true
+		p.log.Warn(msg)
+	}
 }

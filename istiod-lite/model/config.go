@@ -20,12 +20,19 @@ type Config struct {
 	// DomainSuffix is the cluster DNS domain used for service hostnames.
 	// Default "cluster.local".
 	DomainSuffix string
+	// RootNamespace is Istio's mesh root namespace (meshConfig.rootNamespace):
+	// an AuthorizationPolicy there without a selector is GLOBAL, one with a
+	// selector applies to matching workloads of every namespace, and a
+	// PeerAuthentication there without a selector is mesh-wide.
+	// Default "istio-system".
+	RootNamespace string
 }
 
 const (
 	defaultTrustDomain  = "cluster.local"
 	defaultClusterID    = "Kubernetes"
 	defaultDomainSuffix = "cluster.local"
+	defaultRootNS       = "istio-system"
 )
 
 // withDefaults returns c with every empty field set to its default.
@@ -38,6 +45,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.DomainSuffix == "" {
 		c.DomainSuffix = defaultDomainSuffix
+	}
+	if c.RootNamespace == "" {
+		c.RootNamespace = defaultRootNS
 	}
 	return c
 }
@@ -53,6 +63,9 @@ func (c Config) Validate() error {
 	}
 	if strings.HasPrefix(c.DomainSuffix, ".") || strings.HasSuffix(c.DomainSuffix, ".") {
 		errs = append(errs, fmt.Errorf("domain suffix %q must not start or end with '.'", c.DomainSuffix))
+	}
+	if strings.ContainsAny(c.RootNamespace, "/ ") {
+		errs = append(errs, fmt.Errorf("root namespace %q must not contain '/' or spaces: it is part of policy resource names", c.RootNamespace))
 	}
 	return errors.Join(errs...)
 }

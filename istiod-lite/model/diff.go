@@ -6,8 +6,10 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// Changes lists istio.workload.Address resource names (workload uids and
-// "<ns>/<hostname>" service names) that differ between two Views.
+// Changes lists resource names that differ between two Views: from Diff,
+// istio.workload.Address names (workload uids and "<ns>/<hostname>"
+// service names); from DiffAuthorizations, istio.security.Authorization
+// names ("<ns>/<name>").
 type Changes struct {
 	// Updated were added or changed; send them again.
 	Updated []string
@@ -18,10 +20,22 @@ type Changes struct {
 // Empty reports whether nothing changed.
 func (c Changes) Empty() bool { return len(c.Updated) == 0 && len(c.Removed) == 0 }
 
-// Diff compares two Views by proto equality. A nil View is empty. Both lists
+// Diff compares the istio.workload.Address resources (Workloads and
+// Services) of two Views by proto equality. A nil View is empty. Both lists
 // are sorted.
 func Diff(old, new *View) Changes {
-	before, after := resources(old), resources(new)
+	return diffResources(addressResources(old), addressResources(new))
+}
+
+// DiffAuthorizations compares the istio.security.Authorization resources
+// of two Views by proto equality, like Diff. A policy that changes only
+// which workloads it applies to changes those workloads' Address
+// resources (authorization_policies), which Diff reports.
+func DiffAuthorizations(old, new *View) Changes {
+	return diffResources(authorizationResources(old), authorizationResources(new))
+}
+
+func diffResources(before, after map[string]proto.Message) Changes {
 	var c Changes
 	for name, m := range after {
 		if o, ok := before[name]; !ok || !proto.Equal(o, m) {
@@ -38,8 +52,8 @@ func Diff(old, new *View) Changes {
 	return c
 }
 
-// resources indexes a View by resource name.
-func resources(v *View) map[string]proto.Message {
+// addressResources indexes a View's Address resources by name.
+func addressResources(v *View) map[string]proto.Message {
 	out := map[string]proto.Message{}
 	if v == nil {
 		return out
@@ -49,6 +63,18 @@ func resources(v *View) map[string]proto.Message {
 	}
 	for _, s := range v.Services {
 		out[ServiceResourceName(s)] = s
+	}
+	return out
+}
+
+// authorizationResources indexes a View's Authorization resources by name.
+func authorizationResources(v *View) map[string]proto.Message {
+	out := map[string]proto.Message{}
+	if v == nil {
+		return out
+	}
+	for _, a := range v.Authorizations {
+		out[AuthorizationResourceName(a)] = a
 	}
 	return out
 }

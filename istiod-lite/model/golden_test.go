@@ -13,10 +13,13 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	securityv1beta1 "istio.io/api/security/v1beta1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
+	"k8s.io/apimachinery/pkg/util/yaml"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 )
 
@@ -36,7 +39,9 @@ func TestGolden(t *testing.T) {
 		name := strings.TrimSuffix(filepath.Base(in), ".yaml")
 		t.Run(name, func(t *testing.T) {
 			snap := loadSnapshot(t, in)
-			got := renderView(t, Build(Config{}, snap))
+			v := Build(Config{}, snap)
+			checkPolicyNames(t, v)
+			got := renderView(t, v)
 			golden := strings.TrimSuffix(in, ".yaml") + ".golden"
 			if *update {
 				if err := os.WriteFile(golden, got, 0o644); err != nil {
@@ -74,6 +79,8 @@ func TestBuildDeterministic(t *testing.T) {
 var docSeparator = regexp.MustCompile(`(?m)^---\s*$`)
 
 // loadSnapshot reads multi-document Kubernetes YAML into a Snapshot.
+// security.istio.io documents (AuthorizationPolicy, PeerAuthentication) are
+// read as an informer would: metadata as Kubernetes JSON, spec with protojson.
 func loadSnapshot(t *testing.T, path string) Snapshot {
 	t.Helper()
 	data, err := os.ReadFile(path)
@@ -90,6 +97,9 @@ func loadSnapshot(t *testing.T, path string) Snapshot {
 	var snap Snapshot
 	for i, doc := range docSeparator.Split(string(data), -1) {
 		if strings.TrimSpace(stripComments(doc)) == "" {
+			continue
+		}
+		if istioObject(t, path, i, doc, &snap) {
 			continue
 		}
 		obj, _, err := decode([]byte(doc), nil, nil)
@@ -114,6 +124,50 @@ func loadSnapshot(t *testing.T, path string) Snapshot {
 	return snap
 }
 
+// istioObject adds doc to snap if it is a security.istio.io object.
+func istioObject(t *testing.T, path string, i int, doc string, snap *Snapshot) bool {
+	t.Helper()
+	js, err := yaml.ToJSON([]byte(doc))
+	if err != nil {
+		t.Fatalf("%s: document %d: %v", path, i, err)
+	}
+	var obj struct {
+		metav1.TypeMeta `json:",inline"`
+		Metadata        metav1.ObjectMeta `json:"metadata"`
+		Spec            json.RawMessage   `json:"spec"`
+	}
+	if err := json.Unmarshal(js, &obj); err != nil {
+		t.Fatalf("%s: document %d: %v", path, i, err)
+	}
+	if obj.APIVersion != "security.istio.io/v1" && obj.APIVersion != "security.istio.io/v1beta1" {
+		return false
+	}
+	spec := []byte(obj.Spec)
+	if len(spec) == 0 || string(spec) == "null" {
+		spec = []byte("{}")
+	}
+	m := obj.Metadata
+	switch obj.Kind {
+	case "AuthorizationPolicy":
+		p := &AuthorizationPolicy{Namespace: m.Namespace, Name: m.Name, Generation: m.Generation, Annotations: m.Annotations,
+			Spec: &securityv1beta1.AuthorizationPolicy{}}
+		if err := protojson.Unmarshal(spec, p.Spec); err != nil {
+			t.Fatalf("%s: document %d: spec: %v", path, i, err)
+		}
+		snap.AuthorizationPolicies = append(snap.AuthorizationPolicies, p)
+	case "PeerAuthentication":
+		p := &PeerAuthentication{Namespace: m.Namespace, Name: m.Name, Generation: m.Generation,
+			CreationTimestamp: m.CreationTimestamp.Time, Spec: &securityv1beta1.PeerAuthentication{}}
+		if err := protojson.Unmarshal(spec, p.Spec); err != nil {
+			t.Fatalf("%s: document %d: spec: %v", path, i, err)
+		}
+		snap.PeerAuthentications = append(snap.PeerAuthentications, p)
+	default:
+		t.Fatalf("%s: document %d: unexpected %s %s", path, i, obj.APIVersion, obj.Kind)
+	}
+	return true
+}
+
 func stripComments(doc string) string {
 	var b strings.Builder
 	for _, l := range strings.Split(doc, "\n") {
@@ -124,8 +178,9 @@ func stripComments(doc string) string {
 	return b.String()
 }
 
-// renderView writes a View as indented JSON with sorted keys: workloads and
-// services as protojson (proto field names), then problems.
+// renderView writes a View as indented JSON with sorted keys: workloads,
+// services and authorizations (omitted when there are none) as protojson
+// (proto field names), then problems.
 func renderView(t *testing.T, v *View) []byte {
 	t.Helper()
 	toJSON := func(m proto.Message) any {
@@ -142,15 +197,19 @@ func renderView(t *testing.T, v *View) []byte {
 		return out
 	}
 	doc := struct {
-		Workloads []any     `json:"workloads"`
-		Services  []any     `json:"services"`
-		Problems  []Problem `json:"problems"`
+		Workloads      []any     `json:"workloads"`
+		Services       []any     `json:"services"`
+		Authorizations []any     `json:"authorizations,omitempty"`
+		Problems       []Problem `json:"problems"`
 	}{Workloads: []any{}, Services: []any{}, Problems: v.Problems}
 	for _, w := range v.Workloads {
 		doc.Workloads = append(doc.Workloads, toJSON(w))
 	}
 	for _, s := range v.Services {
 		doc.Services = append(doc.Services, toJSON(s))
+	}
+	for _, a := range v.Authorizations {
+		doc.Authorizations = append(doc.Authorizations, toJSON(a))
 	}
 	if doc.Problems == nil {
 		doc.Problems = []Problem{}

@@ -5,6 +5,7 @@ import (
 	"slices"
 
 	"istio.io/istio/pkg/workloadapi"
+	"istio.io/istio/pkg/workloadapi/security"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
@@ -43,6 +44,10 @@ type Snapshot struct {
 	Services       []*corev1.Service
 	EndpointSlices []*discoveryv1.EndpointSlice
 	Gateways       []*gatewayv1.Gateway
+	// AuthorizationPolicies and PeerAuthentications are security.istio.io
+	// objects (v1 or v1beta1), their specs decoded with protojson.
+	AuthorizationPolicies []*AuthorizationPolicy
+	PeerAuthentications   []*PeerAuthentication
 }
 
 // ObjectRef names the Kubernetes object a Problem is about.
@@ -60,11 +65,14 @@ type Problem struct {
 }
 
 // View is Istio's ambient view of a Snapshot. Workloads are sorted by uid,
-// Services by "<namespace>/<hostname>", Problems by object then reason.
+// Services by "<namespace>/<hostname>", Authorizations (the
+// istio.security.Authorization resources) by "<namespace>/<name>",
+// Problems by object then reason.
 type View struct {
-	Workloads []*workloadapi.Workload
-	Services  []*workloadapi.Service
-	Problems  []Problem
+	Workloads      []*workloadapi.Workload
+	Services       []*workloadapi.Service
+	Authorizations []*security.Authorization
+	Problems       []Problem
 }
 
 // Build translates snap into Istio's ambient view under cfg. It never fails:
@@ -85,6 +93,7 @@ func Build(cfg Config, snap Snapshot) *View {
 			v.Workloads = append(v.Workloads, w)
 		}
 	}
+	v.Authorizations = b.authorizations()
 	slices.SortFunc(v.Workloads, func(a, b *workloadapi.Workload) int { return cmp.Compare(a.Uid, b.Uid) })
 	slices.SortFunc(v.Services, func(a, b *workloadapi.Service) int {
 		return cmp.Compare(ServiceResourceName(a), ServiceResourceName(b))
@@ -112,7 +121,12 @@ type builder struct {
 	// slicePods maps a pod (by namespace/name) to the services whose
 	// EndpointSlices reference it through targetRef.
 	slicePods map[nsName][]string
-	problems  []Problem
+	// authz are the translated AuthorizationPolicies, by namespace/name;
+	// peerAuths the checked PeerAuthentications, by namespace/name.
+	authz       []*authzPolicy
+	peerAuths   []*peerAuth
+	anyPeerAuth bool // any PeerAuthentication at all: send the static STRICT policy
+	problems    []Problem
 }
 
 type nsName struct{ namespace, name string }
@@ -171,6 +185,7 @@ func newBuilder(cfg Config, snap Snapshot) *builder {
 			}
 		}
 	}
+	b.indexPolicies(snap)
 	return b
 }
 

@@ -20,6 +20,7 @@ func TestREADMEFacts(t *testing.T) {
 		LabelGatewayName, LabelGatewayManaged, ManagedByMeshController, WaypointGatewayClass,
 		LabelServiceWorkloadName, LabelCanonicalName, LabelCanonicalRevision, LabelTunnel,
 		AnnotationAmbientRedirection, AnnotationSidecarStatus, "-update",
+		AnnotationDryRun, StaticStrictPolicyName, ConvertedPeerAuthenticationPrefix, defaultRootNS,
 		PodUID("<cluster>", "<ns>", "<name>"),
 	}
 	for _, f := range facts {

@@ -80,7 +80,9 @@ func (b *builder) workload(p *corev1.Pod) *workloadapi.Workload {
 		WorkloadType:   workloadapi.WorkloadType_POD,
 		Status:         status,
 		Services:       b.workloadServices(p),
-		// TODO(authz): authorization_policies once AuthorizationPolicy is in the Snapshot.
+		// Selector policies and converted PeerAuthentications; scoped
+		// (GLOBAL, NAMESPACE) policies are applied by ztunnel unnamed.
+		AuthorizationPolicies: b.workloadPolicies(p.Namespace, p.Labels),
 	}
 	w.CanonicalName, w.CanonicalRevision = CanonicalService(p.Labels, w.WorkloadName)
 	if p.Spec.HostNetwork {
