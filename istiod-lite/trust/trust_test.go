@@ -91,7 +91,9 @@ func TestLoadAuthorityPluggedCACerts(t *testing.T) {
 func TestPublisher(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	ns := func(name string) *corev1.Namespace { return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}} }
+	ns := func(name string) *corev1.Namespace {
+		return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
+	}
 	client := fake.NewClientset(ns("default"), ns("shop"), ns("kube-system"),
 		&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: RootConfigMap, Namespace: "shop"}, Data: map[string]string{RootConfigMapKey: "stale"}})
 	p, err := NewPublisher(client, []byte("ROOT"), nil)
