@@ -11,7 +11,10 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
+	"io"
+	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -140,6 +143,23 @@ spec:
 		wantCode(t, err, codes.InvalidArgument)
 	})
 
+	t.Run("metrics count what was issued and refused", func(t *testing.T) {
+		pods, err := cs.CoreV1().Pods("istio-system").List(ctx, metav1.ListOptions{LabelSelector: "app=istiod"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var text strings.Builder
+		for _, p := range pods.Items {
+			if p.Status.PodIP != "" && p.DeletionTimestamp == nil {
+				text.WriteString(httpGet(t, "http://"+p.Status.PodIP+":15014/metrics"))
+			}
+		}
+		for _, m := range []string{"istiod_lite_ca_certificates_issued_total", "istiod_lite_ca_certificates_refused_total", "istiod_lite_xds_pushes_total", "istiod_lite_translations_total"} {
+			if sumMetric(text.String(), m) <= 0 {
+				t.Errorf("metric %s is zero or missing", m)
+			}
+		}
+	})
 	t.Run("restart keeps the root", func(t *testing.T) {
 		before := rootPEM(t, cs, ns)
 		kubectl(t, "", "-n", "istio-system", "rollout", "restart", "deployment/istiod")
@@ -358,4 +378,34 @@ func poll(t *testing.T, timeout time.Duration, f func() error) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+func httpGet(t *testing.T, url string) string {
+	t.Helper()
+	c := &http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s %v", url, resp.Status, err)
+	}
+	return string(b)
+}
+
+// sumMetric adds up every sample of a metric in Prometheus text format.
+func sumMetric(text, name string) float64 {
+	var sum float64
+	for _, l := range strings.Split(text, "\n") {
+		if !strings.HasPrefix(l, name) || (len(l) > len(name) && l[len(name)] != '{' && l[len(name)] != ' ') {
+			continue
+		}
+		f := strings.Fields(l)
+		if v, err := strconv.ParseFloat(f[len(f)-1], 64); err == nil {
+			sum += v
+		}
+	}
+	return sum
 }
