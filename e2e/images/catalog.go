@@ -17,6 +17,7 @@ import (
 var catalog = []Image{
 	{Name: "istiod-lite", Package: "./istiod-lite/cmd/istiod-lite", Ports: []string{"15012/tcp", "15014/tcp", "8080/tcp"}},
 	{Name: "meshecho", Package: "./e2e/cmd/meshecho", Ports: []string{"8080/tcp", "9090/tcp", "9000/tcp"}},
+	{Name: "waypoint", Package: "./waypoint/cmd/waypoint", Ports: []string{"15008/tcp", "15020/tcp", "15021/tcp"}},
 	{Name: "pause", Package: "./e2e/cmd/pause", Path: "/pause"},
 	{Name: "coredns", Tool: "coredns", Path: "/coredns", Ports: []string{"53/udp", "53/tcp"}},
 	// Istio's echo app under the name the Gateway API conformance suite's
