@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"strings"
 	"time"
@@ -113,4 +114,14 @@ func (o Options) level() (slog.Level, error) {
 func (o Options) dnsNames() []string {
 	svc := o.ServiceName + "." + o.Namespace
 	return []string{svc + ".svc", svc + ".svc." + o.DomainSuffix, o.ServiceName, svc}
+}
+
+// xdsAddress is where proxies reach this control plane: the Service's
+// cluster DNS name, port of --grpc-addr.
+func (o Options) xdsAddress() string {
+	_, port, err := net.SplitHostPort(o.GRPCAddr)
+	if err != nil || port == "" {
+		port = "15012"
+	}
+	return o.ServiceName + "." + o.Namespace + ".svc:" + port
 }

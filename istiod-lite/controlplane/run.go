@@ -23,16 +23,19 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
+	gatewayinformers "sigs.k8s.io/gateway-api/pkg/client/informers/externalversions"
 
 	"github.com/ambientlite/mesh/istiod-lite/ca"
 	"github.com/ambientlite/mesh/istiod-lite/kube"
 	"github.com/ambientlite/mesh/istiod-lite/model"
 	"github.com/ambientlite/mesh/istiod-lite/trust"
+	"github.com/ambientlite/mesh/istiod-lite/waypoint"
 	"github.com/ambientlite/mesh/istiod-lite/xds"
 )
 
@@ -190,7 +193,7 @@ func serve(ctx context.Context, o Options, log *slog.Logger) error {
 	log.Info("serving", "grpc", o.GRPCAddr, "monitoring", o.MonitoringAddr, "ready", o.ReadyAddr,
 		"workloads+services", store.Len(xds.AddressType))
 
-	writers, err := leaderWriters(ctx, o, clients, kc, authority, log)
+	writers, err := leaderWriters(ctx, o, clients, kc, authority, log, reg)
 	if err != nil {
 		return err
 	}
@@ -218,12 +221,36 @@ func serveHTTP(s *http.Server, name string, log *slog.Logger) {
 }
 
 // leaderWriters are the tasks only the elected replica runs.
-func leaderWriters(ctx context.Context, o Options, clients kube.Clients, kc *kube.Cache, authority *ca.Authority, log *slog.Logger) ([]writer, error) {
+func leaderWriters(ctx context.Context, o Options, clients kube.Clients, kc *kube.Cache, authority *ca.Authority, log *slog.Logger, reg prometheus.Registerer) ([]writer, error) {
 	pub, err := trust.NewPublisher(clients.Kube, authority.RootsPEM(), log.With("component", "root-configmap"))
 	if err != nil {
 		return nil, err
 	}
+	// The waypoint controller has informers of its own (Deployments,
+	// Services, ServiceAccounts, Gateways with every field): they run for
+	// the life of the process so that a replica that becomes leader again
+	// finds them synced.
+	kubeInf := informers.NewSharedInformerFactory(clients.Kube, 0)
+	gwInf := gatewayinformers.NewSharedInformerFactory(clients.Gateway, 0)
+	wp, err := waypoint.New(waypoint.Config{
+		Kube: clients.Kube, Gateway: clients.Gateway,
+		KubeInformers: kubeInf, GatewayInformers: gwInf,
+		Image: o.WaypointImage, XDSAddress: o.xdsAddress(), CAAddress: o.xdsAddress(),
+		TrustDomain: o.TrustDomain, DomainSuffix: o.DomainSuffix,
+		Logger: log.With("component", "waypoint-controller"), Registerer: reg,
+	})
+	if err != nil {
+		return nil, err
+	}
+	kubeInf.Start(ctx.Done())
+	gwInf.Start(ctx.Done())
 	return []writer{
 		{"root-configmap", pub.Run},
+		{"waypoint-controller", func(ctx context.Context) error {
+			if err := waypoint.EnsureGatewayClass(ctx, clients.Gateway); err != nil {
+				log.Error("gatewayclass", "name", waypoint.ClassName, "err", err)
+			}
+			return wp.Run(ctx, 2)
+		}},
 	}, nil
 }
