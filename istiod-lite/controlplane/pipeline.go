@@ -10,13 +10,15 @@ import (
 	"google.golang.org/protobuf/proto"
 	"istio.io/istio/pkg/workloadapi"
 
+	"github.com/ambientlite/mesh/internal/routeapi"
 	"github.com/ambientlite/mesh/istiod-lite/kube"
 	"github.com/ambientlite/mesh/istiod-lite/model"
+	"github.com/ambientlite/mesh/istiod-lite/route"
 	"github.com/ambientlite/mesh/istiod-lite/xds"
 )
 
 // servedTypes are the resource types the config server carries.
-var servedTypes = []string{xds.AddressType, xds.AuthorizationType}
+var servedTypes = []string{xds.AddressType, xds.AuthorizationType, routeapi.TypeURL}
 
 // pipeline turns the Kubernetes cache into served resources: on every
 // change (after a short quiet period) it rebuilds the ambient view, diffs it
@@ -29,8 +31,11 @@ type pipeline struct {
 	log      *slog.Logger
 
 	prev     *model.View
-	problems map[model.Problem]bool // already logged
-	logged   map[string]bool        // decode errors already logged
+	routeCfg route.Config
+	tables   map[string]proto.Message // last stored route tables by name
+	statuses *routeStatuses           // latest route status, for the leader's writer
+	problems map[model.Problem]bool   // already logged
+	logged   map[string]bool          // decode errors already logged
 
 	translations prometheus.Counter
 	duration     prometheus.Histogram
@@ -41,6 +46,8 @@ func newPipeline(c *kube.Cache, store *xds.Store, cfg model.Config, log *slog.Lo
 	p := &pipeline{
 		cache: c, store: store, modelCfg: cfg, quiet: 20 * time.Millisecond, log: log,
 		problems: map[model.Problem]bool{}, logged: map[string]bool{},
+		routeCfg: route.Config{DomainSuffix: cfg.DomainSuffix, ControllerName: route.DefaultControllerName},
+		statuses: newRouteStatuses(),
 		translations: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "istiod_lite_translations_total",
 			Help: "Rebuilds of the ambient view from the Kubernetes cache.",
@@ -133,6 +140,30 @@ func (p *pipeline) sync() error {
 		p.log.Debug("addresses changed", "updated", len(changes.Updated), "removed", len(changes.Removed))
 	}
 	p.prev = view
+
+	// Waypoint route tables, one resource per Service with routes.
+	res := route.Compile(p.routeCfg, route.Snapshot{
+		Namespaces:      snap.Namespaces,
+		Services:        snap.Services,
+		HTTPRoutes:      p.cache.HTTPRoutes(),
+		GRPCRoutes:      p.cache.GRPCRoutes(),
+		ReferenceGrants: p.cache.ReferenceGrants(),
+	})
+	tables := make(map[string]proto.Message, len(res.Tables))
+	for _, t := range res.Tables {
+		tables[t.ResourceName()] = t
+	}
+	if ups, rms := diffMessages(p.tables, tables); len(ups)+len(rms) > 0 {
+		if err := p.store.Update(routeapi.TypeURL, ups, rms); err != nil {
+			return fmt.Errorf("route tables: %w", err)
+		}
+		p.log.Debug("route tables changed", "updated", len(ups), "removed", len(rms))
+	}
+	p.tables = tables
+	p.statuses.publish(res.Statuses)
+	for _, pr := range res.Problems {
+		view.Problems = append(view.Problems, model.Problem{Ref: model.ObjectRef(pr.Ref), Reason: pr.Reason})
+	}
 	p.reportProblems(view.Problems)
 	p.translations.Inc()
 	p.duration.Observe(time.Since(start).Seconds())
@@ -169,4 +200,21 @@ func (p *pipeline) logOnce(msg string) {
 		p.logged[msg] = true
 		p.log.Warn(msg)
 	}
+}
+
+// diffMessages returns what to upsert and remove to go from old to cur.
+func diffMessages(old, cur map[string]proto.Message) (map[string]proto.Message, []string) {
+	ups := map[string]proto.Message{}
+	var rms []string
+	for n, m := range cur {
+		if o, ok := old[n]; !ok || !proto.Equal(o, m) {
+			ups[n] = m
+		}
+	}
+	for n := range old {
+		if _, ok := cur[n]; !ok {
+			rms = append(rms, n)
+		}
+	}
+	return ups, rms
 }

@@ -197,6 +197,9 @@ func serve(ctx context.Context, o Options, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	sw := &statusWriter{client: clients.Gateway, cache: kc, statuses: pl.statuses,
+		controller: pl.routeCfg.ControllerName, log: log.With("component", "route-status")}
+	writers = append(writers, writer{"route-status", sw.run})
 	lead(ctx, clients.Kube, o, &leader, log, writers)
 	<-ctx.Done()
 	// Stop being an endpoint first, keep serving while kube-proxy and
