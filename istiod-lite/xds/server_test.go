@@ -351,3 +351,22 @@ func TestStreamCloseReleasesEverything(t *testing.T) {
 	f.update(AddressType, nil, uidOf(1))
 	checkNoLeaks(t) // the client side is closed; only the server is left
 }
+
+// After a reconnect ztunnel lists on-demand names it asked for but never
+// received with an empty version: one that does not exist must still be
+// reported removed, or ztunnel waits for it forever.
+func TestReconnectWithEmptyInitialVersion(t *testing.T) {
+	f := newFixture(t, Config{})
+	f.world()
+	c := f.dial(goodToken)
+	c.send(&discovery.DeltaDiscoveryRequest{
+		TypeUrl:                 AddressType,
+		ResourceNamesSubscribe:  []string{uidOf(1), uidOf(9)},
+		InitialResourceVersions: map[string]string{uidOf(9): ""},
+	})
+	r := c.recv()
+	want := respSummary{Resources: []string{uidOf(1)}, Removed: []string{uidOf(9)}}
+	if d := cmp.Diff(want, summary(r)); d != "" {
+		t.Errorf("response (-want +got):\n%s", d)
+	}
+}

@@ -371,9 +371,16 @@ func newWatch(req *discovery.DeltaDiscoveryRequest) *watch {
 	if w.wildcard {
 		clear(w.names) // every name is covered
 	}
-	// What the client says it has is what it has: diff against it.
-	maps.Copy(w.sent, req.InitialResourceVersions)
-	maps.Copy(w.acked, req.InitialResourceVersions)
+	// What the client says it has is what it has: diff against it. An
+	// empty version is a name it asked for and has not received (ztunnel
+	// sends those for on-demand names after a reconnect): it holds nothing,
+	// so a name that does not exist must still be reported removed.
+	for n, v := range req.InitialResourceVersions {
+		if v != "" {
+			w.sent[n] = v
+			w.acked[n] = v
+		}
+	}
 	// An on-demand client subscribed to nothing expects no answer.
 	w.mustRespond = w.wildcard || len(w.names) > 0
 	return w
