@@ -85,7 +85,7 @@ tools:
 	$(call phase,host packages,e2e/cluster/install-deps.sh)
 	$(call phase,upstream binaries,e2e/cluster/build-tools.sh >/dev/null)
 
-## generate: regenerate generated code (nothing is generated yet)
+## generate: regenerate generated code: CRDs (crds/gen) and the route API protobuf (internal/routeapi/generate.sh)
 generate:
 	$(GO) generate ./...
 
