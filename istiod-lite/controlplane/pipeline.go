@@ -30,12 +30,13 @@ type pipeline struct {
 	quiet    time.Duration
 	log      *slog.Logger
 
-	prev     *model.View
-	routeCfg route.Config
-	tables   map[string]proto.Message // last stored route tables by name
-	statuses *routeStatuses           // latest route status, for the leader's writer
-	problems map[model.Problem]bool   // already logged
-	logged   map[string]bool          // decode errors already logged
+	prev          *model.View
+	routeCfg      route.Config
+	tables        map[string]proto.Message // last stored route tables by name
+	statuses      *routeStatuses           // latest route status, for the leader's writer
+	routeProblems []model.Problem          // of the last compilation
+	problems      map[model.Problem]bool   // already logged
+	logged        map[string]bool          // decode errors already logged
 
 	translations prometheus.Counter
 	duration     prometheus.Histogram
@@ -141,29 +142,14 @@ func (p *pipeline) sync() error {
 	}
 	p.prev = view
 
-	// Waypoint route tables, one resource per Service with routes.
-	res := route.Compile(p.routeCfg, route.Snapshot{
-		Namespaces:      snap.Namespaces,
-		Services:        snap.Services,
-		HTTPRoutes:      p.cache.HTTPRoutes(),
-		GRPCRoutes:      p.cache.GRPCRoutes(),
-		ReferenceGrants: p.cache.ReferenceGrants(),
-	})
-	tables := make(map[string]proto.Message, len(res.Tables))
-	for _, t := range res.Tables {
-		tables[t.ResourceName()] = t
-	}
-	if ups, rms := diffMessages(p.tables, tables); len(ups)+len(rms) > 0 {
-		if err := p.store.Update(routeapi.TypeURL, ups, rms); err != nil {
-			return fmt.Errorf("route tables: %w", err)
+	// Waypoint route tables, one resource per Service with routes; only
+	// recompiled when something the compiler reads changed.
+	if p.cache.TakeRoutesDirty() {
+		if err := p.compileRoutes(snap); err != nil {
+			return err
 		}
-		p.log.Debug("route tables changed", "updated", len(ups), "removed", len(rms))
 	}
-	p.tables = tables
-	p.statuses.publish(res.Statuses)
-	for _, pr := range res.Problems {
-		view.Problems = append(view.Problems, model.Problem{Ref: model.ObjectRef(pr.Ref), Reason: pr.Reason})
-	}
+	view.Problems = append(view.Problems, p.routeProblems...)
 	p.reportProblems(view.Problems)
 	p.translations.Inc()
 	p.duration.Observe(time.Since(start).Seconds())
@@ -217,4 +203,33 @@ func diffMessages(old, cur map[string]proto.Message) (map[string]proto.Message, 
 		}
 	}
 	return ups, rms
+}
+
+// compileRoutes compiles the waypoint route tables, stores what changed and
+// hands the route status to the writer.
+func (p *pipeline) compileRoutes(snap model.Snapshot) error {
+	res := route.Compile(p.routeCfg, route.Snapshot{
+		Namespaces:      snap.Namespaces,
+		Services:        snap.Services,
+		HTTPRoutes:      p.cache.HTTPRoutes(),
+		GRPCRoutes:      p.cache.GRPCRoutes(),
+		ReferenceGrants: p.cache.ReferenceGrants(),
+	})
+	tables := make(map[string]proto.Message, len(res.Tables))
+	for _, t := range res.Tables {
+		tables[t.ResourceName()] = t
+	}
+	if ups, rms := diffMessages(p.tables, tables); len(ups)+len(rms) > 0 {
+		if err := p.store.Update(routeapi.TypeURL, ups, rms); err != nil {
+			return fmt.Errorf("route tables: %w", err)
+		}
+		p.log.Debug("route tables changed", "updated", len(ups), "removed", len(rms))
+	}
+	p.tables = tables
+	p.statuses.publish(res.Statuses)
+	p.routeProblems = p.routeProblems[:0]
+	for _, pr := range res.Problems {
+		p.routeProblems = append(p.routeProblems, model.Problem{Ref: model.ObjectRef(pr.Ref), Reason: pr.Reason})
+	}
+	return nil
 }

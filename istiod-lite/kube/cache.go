@@ -3,6 +3,7 @@ package kube
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -43,7 +44,8 @@ type Cache struct {
 	gateways, httpRoutes, grpcRoutes, refs cache.SharedIndexInformer
 	authzPolicies, peerAuths               cache.SharedIndexInformer
 
-	changed chan struct{}
+	changed     chan struct{}
+	routesDirty atomic.Bool
 }
 
 // NewCache registers the informers (they do not run until Start). Every
@@ -85,6 +87,18 @@ func NewCache(c Clients) (*Cache, error) {
 			return nil, fmt.Errorf("event handler: %w", err)
 		}
 	}
+	// What the route compiler reads: a pod change does not recompile routes.
+	routes := cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { kc.routesDirty.Store(true) },
+		UpdateFunc: func(old, cur any) { kc.routesDirty.Store(true) },
+		DeleteFunc: func(any) { kc.routesDirty.Store(true) },
+	}
+	for _, inf := range []cache.SharedIndexInformer{kc.namespaces, kc.services, kc.httpRoutes, kc.grpcRoutes, kc.refs} {
+		if _, err := inf.AddEventHandler(routes); err != nil {
+			return nil, fmt.Errorf("event handler: %w", err)
+		}
+	}
+	kc.routesDirty.Store(true)
 	return kc, nil
 }
 
@@ -102,6 +116,11 @@ func (kc *Cache) signal() {
 	default:
 	}
 }
+
+// TakeRoutesDirty reports whether an object the route compiler reads
+// (Namespaces, Services, HTTPRoutes, GRPCRoutes, ReferenceGrants) changed
+// since the last call, and clears the flag.
+func (kc *Cache) TakeRoutesDirty() bool { return kc.routesDirty.Swap(false) }
 
 // Changed receives a value after one or more watched objects changed since
 // the last receive. Bursts coalesce into one value.
