@@ -149,11 +149,32 @@ spec:
 			t.Fatal(err)
 		}
 		var text strings.Builder
+		replicas := 0
+
 		for _, p := range pods.Items {
 			if p.Status.PodIP != "" && p.DeletionTimestamp == nil {
 				text.WriteString(httpGet(t, "http://"+p.Status.PodIP+":15014/metrics"))
+				replicas++
 			}
 		}
+		// Both replicas serve; one leads the writers (a lease handed over
+		// during the rollout may take a few seconds to be taken).
+		if replicas != 2 {
+			t.Errorf("%d replicas serving, want 2", replicas)
+		}
+		poll(t, 20*time.Second, func() error {
+			leaders := 0
+			for _, p := range pods.Items {
+				if p.Status.PodIP != "" && p.DeletionTimestamp == nil &&
+					strings.Contains(httpGet(t, "http://"+p.Status.PodIP+":15014/debug/syncz"), `"leader": true`) {
+					leaders++
+				}
+			}
+			if leaders != 1 {
+				return fmt.Errorf("%d replicas leading, want 1", leaders)
+			}
+			return nil
+		})
 		for _, m := range []string{"istiod_lite_ca_certificates_issued_total", "istiod_lite_ca_certificates_refused_total", "istiod_lite_xds_pushes_total", "istiod_lite_translations_total"} {
 			if sumMetric(text.String(), m) <= 0 {
 				t.Errorf("metric %s is zero or missing", m)

@@ -344,17 +344,45 @@ func clusterMounts(c Config) ([]string, error) {
 
 // unmountAll unmounts every mount under the cluster's prefixes, deepest first.
 func unmountAll(c Config) error {
-	points, err := clusterMounts(c)
-	if err != nil {
-		return err
-	}
+	// A mount point can carry several stacked mounts (e.g. after
+	// `ip netns add` bind-mounted /run/netns onto itself with the
+	// cluster's namespaces in it): unmount until none is left.
 	var errs []error
-	for _, mp := range points {
-		if err := syscall.Unmount(mp, syscall.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.ENOENT) {
-			errs = append(errs, fmt.Errorf("unmount %s: %w", mp, err))
+	for range 8 {
+		points, err := clusterMounts(c)
+		if err != nil {
+			return err
+		}
+		if len(points) == 0 {
+			return nil
+		}
+		errs = errs[:0]
+		hidden := false
+		for _, mp := range points {
+			err := syscall.Unmount(mp, syscall.MNT_DETACH)
+			switch {
+			case err == nil || errors.Is(err, syscall.ENOENT):
+			case errors.Is(err, syscall.EINVAL):
+				// Listed but "not mounted": a later mount covers it.
+				hidden = true
+			default:
+				errs = append(errs, fmt.Errorf("unmount %s: %w", mp, err))
+			}
+		}
+		if len(errs) > 0 {
+			return errors.Join(errs...)
+		}
+		if hidden && isMountPoint("/run/netns") {
+			// `ip netns add` bind-mounts /run/netns onto itself; the pods'
+			// namespaces mounted before that are underneath. Detach the
+			// bind (iproute2 makes it again when it needs it).
+			if err := syscall.Unmount("/run/netns", syscall.MNT_DETACH); err != nil {
+				return fmt.Errorf("unmount /run/netns covering the cluster's network namespaces: %w", err)
+			}
 		}
 	}
-	return errors.Join(errs...)
+	points, _ := clusterMounts(c)
+	return fmt.Errorf("still mounted after repeated unmounts: %v", points)
 }
 
 // unescapeMount undoes mountinfo's octal escapes (\040 for a space).
@@ -375,4 +403,18 @@ func unescapeMount(s string) string {
 		b.WriteByte(s[i])
 	}
 	return b.String()
+}
+
+// isMountPoint reports whether path is itself a mount point.
+func isMountPoint(path string) bool {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 5 && unescapeMount(f[4]) == path {
+			return true
+		}
+	}
+	return false
 }
