@@ -228,8 +228,6 @@ func (p *pipeline) compileRoutes(snap model.Snapshot) error {
 	p.tables = tables
 	p.statuses.publish(res.Statuses)
 	p.routeProblems = p.routeProblems[:0]
-	for _, pr := range res.Problems {
-		p.routeProblems = append(p.routeProblems, model.Problem{Ref: model.ObjectRef(pr.Ref), Reason: pr.Reason})
-	}
+	p.routeProblems = append(p.routeProblems, res.Problems...)
 	return nil
 }

@@ -98,8 +98,13 @@ func Build(cfg Config, snap Snapshot) *View {
 	slices.SortFunc(v.Services, func(a, b *workloadapi.Service) int {
 		return cmp.Compare(ServiceResourceName(a), ServiceResourceName(b))
 	})
-	v.Problems = b.problems
-	slices.SortFunc(v.Problems, func(a, b Problem) int {
+	v.Problems = SortProblems(b.problems)
+	return v
+}
+
+// SortProblems sorts problems by object then reason and drops duplicates.
+func SortProblems(ps []Problem) []Problem {
+	slices.SortFunc(ps, func(a, b Problem) int {
 		return cmp.Or(
 			cmp.Compare(a.Ref.Kind, b.Ref.Kind),
 			cmp.Compare(a.Ref.Namespace, b.Ref.Namespace),
@@ -107,8 +112,7 @@ func Build(cfg Config, snap Snapshot) *View {
 			cmp.Compare(a.Reason, b.Reason),
 		)
 	})
-	v.Problems = slices.Compact(v.Problems)
-	return v
+	return slices.Compact(ps)
 }
 
 // builder holds the indexes one Build computes up front.

@@ -13,7 +13,7 @@ import (
 // their pods still list them in Workload.services.
 func (b *builder) service(s *corev1.Service) *workloadapi.Service {
 	var addrs []*workloadapi.NetworkAddress
-	for _, ip := range serviceVIPs(s) {
+	for _, ip := range ServiceVIPs(s) {
 		a, err := netip.ParseAddr(ip)
 		if err != nil {
 			b.problem("Service", s.Namespace, s.Name, fmt.Sprintf("cluster IP %q is not an IP address; service skipped", ip))
@@ -42,8 +42,9 @@ func (b *builder) service(s *corev1.Service) *workloadapi.Service {
 	return ws
 }
 
-// serviceVIPs returns the cluster IPs of s, without "None" (headless).
-func serviceVIPs(s *corev1.Service) []string {
+// ServiceVIPs returns the cluster IPs of s, primary first, without "None"
+// (headless).
+func ServiceVIPs(s *corev1.Service) []string {
 	ips := s.Spec.ClusterIPs
 	if len(ips) == 0 && s.Spec.ClusterIP != "" {
 		ips = []string{s.Spec.ClusterIP}

@@ -170,7 +170,7 @@ func (b *builder) waypointAddress(gw *gatewayv1.Gateway) *workloadapi.GatewayAdd
 	}
 	if len(ips) == 0 {
 		if svc := b.svcByName[nsName{gw.Namespace, gw.Name}]; svc != nil {
-			ips = serviceVIPs(svc)
+			ips = ServiceVIPs(svc)
 		}
 	}
 	for _, ip := range ips {

@@ -8,6 +8,8 @@ import (
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/ambientlite/mesh/internal/routeapi"
+
+	"github.com/ambientlite/mesh/istiod-lite/model"
 )
 
 // reasonConflicted is GEP-1294's Accepted reason for a route that lost to a
@@ -71,7 +73,7 @@ func (c *compiler) attach(r *route, ref gatewayv1.ParentReference) *parent {
 		return refuse(gatewayv1.RouteReasonNoMatchingParent, "Service %s not found", label)
 	case p.svc.Spec.Type == corev1.ServiceTypeExternalName:
 		return refuse(gatewayv1.RouteReasonNoMatchingParent, "Service %s is of type ExternalName; mesh routes attach to Services with a cluster IP", label)
-	case len(serviceVIPs(p.svc)) == 0:
+	case len(model.ServiceVIPs(p.svc)) == 0:
 		return refuse(gatewayv1.RouteReasonNoMatchingParent, "Service %s is headless; mesh routes attach to Services with a cluster IP", label)
 	}
 
@@ -135,21 +137,6 @@ func (c *compiler) attach(r *route, ref gatewayv1.ParentReference) *parent {
 		p.atts = append(p.atts, a)
 	}
 	return p
-}
-
-// serviceVIPs returns the cluster IPs of s, primary first, without "None".
-func serviceVIPs(s *corev1.Service) []string {
-	ips := s.Spec.ClusterIPs
-	if len(ips) == 0 && s.Spec.ClusterIP != "" {
-		ips = []string{s.Spec.ClusterIP}
-	}
-	var out []string
-	for _, ip := range ips {
-		if ip != "" && ip != corev1.ClusterIPNone {
-			out = append(out, ip)
-		}
-	}
-	return out
 }
 
 // droppedRules describes the dropped rules of r: "Dropped Rule 1: …; Dropped

@@ -10,6 +10,8 @@ import (
 	gatewayv1beta1 "sigs.k8s.io/gateway-api/apis/v1beta1"
 
 	"github.com/ambientlite/mesh/internal/routeapi"
+
+	"github.com/ambientlite/mesh/istiod-lite/model"
 )
 
 // Route kinds, as written in Origin.kind, RouteStatus.Kind and Problems.
@@ -63,19 +65,12 @@ type RouteStatus struct {
 }
 
 // ObjectRef names the Kubernetes object a Problem is about.
-type ObjectRef struct {
-	Kind      string `json:"kind"`
-	Namespace string `json:"namespace,omitempty"`
-	Name      string `json:"name"`
-}
+type ObjectRef = model.ObjectRef
 
 // Problem is something in an object that was not compiled as written: the
 // part named in Reason was dropped, ignored or answers with an error; the
 // rest of the configuration is intact.
-type Problem struct {
-	Ref    ObjectRef `json:"ref"`
-	Reason string    `json:"reason"`
-}
+type Problem = model.Problem
 
 // Compile compiles the mesh routes of snap under cfg. It never fails: what
 // cannot be compiled is reported in Result.Problems and in the statuses.
@@ -99,16 +94,7 @@ func Compile(cfg Config, snap Snapshot) *Result {
 	slices.SortFunc(res.Statuses, func(a, b RouteStatus) int {
 		return cmp.Or(cmp.Compare(a.Kind, b.Kind), cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
 	})
-	res.Problems = c.problems
-	slices.SortFunc(res.Problems, func(a, b Problem) int {
-		return cmp.Or(
-			cmp.Compare(a.Ref.Kind, b.Ref.Kind),
-			cmp.Compare(a.Ref.Namespace, b.Ref.Namespace),
-			cmp.Compare(a.Ref.Name, b.Ref.Name),
-			cmp.Compare(a.Reason, b.Reason),
-		)
-	})
-	res.Problems = slices.Compact(res.Problems)
+	res.Problems = model.SortProblems(c.problems)
 	return res
 }
 

@@ -9,6 +9,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/ambientlite/mesh/internal/routeapi"
+
+	"github.com/ambientlite/mesh/istiod-lite/model"
 )
 
 // setKey identifies a RuleSet: the routes of one Service port that apply to
@@ -93,7 +95,7 @@ func (c *compiler) emptyTable(svc *corev1.Service) *routeapi.ServiceRoutes {
 		Name:      svc.Name,
 		Namespace: svc.Namespace,
 		Hostname:  serviceHostname(svc.Name, svc.Namespace, c.cfg.DomainSuffix),
-		Addresses: serviceVIPs(svc),
+		Addresses: model.ServiceVIPs(svc),
 	}
 	for _, sp := range svc.Spec.Ports {
 		proto, ok := portProtocol(sp)
