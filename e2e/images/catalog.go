@@ -16,6 +16,7 @@ import (
 // row; the zero value of every optional field is documented on [Image].
 var catalog = []Image{
 	{Name: "istiod-lite", Package: "./istiod-lite/cmd/istiod-lite", Ports: []string{"15012/tcp", "15014/tcp", "8080/tcp"}},
+	{Name: "ztunnel", Package: "./ztunnel/cmd/ztunnel", ExtraBinaries: []Binary{{Package: "./ztunnel/cmd/ambient-cni", Path: "/usr/local/bin/ambient-cni"}}, Ports: []string{"15020/tcp", "15021/tcp"}},
 	{Name: "meshecho", Package: "./e2e/cmd/meshecho", Ports: []string{"8080/tcp", "9090/tcp", "9000/tcp"}},
 	{Name: "waypoint", Package: "./waypoint/cmd/waypoint", Ports: []string{"15008/tcp", "15020/tcp", "15021/tcp"}},
 	{Name: "pause", Package: "./e2e/cmd/pause", Path: "/pause"},
