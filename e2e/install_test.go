@@ -4,6 +4,9 @@ package e2e
 
 import (
 	"context"
+	"io"
+	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -11,6 +14,10 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 )
+
+// localCNIBinDir is where the local cluster's containerd looks for CNI
+// plugins (Debian's containernetworking-plugins).
+const localCNIBinDir = "/usr/lib/cni"
 
 var (
 	installOnce sync.Once
@@ -27,12 +34,32 @@ func installMesh(t *testing.T) {
 		steps := [][]string{
 			{"apply", "--server-side", "--force-conflicts", "-f", "../crds/gateway-api-experimental.yaml", "-f", "../crds/security.istio.io.yaml"},
 			{"wait", "--for=condition=Established", "--timeout=60s", "crd/gateways.gateway.networking.k8s.io", "crd/httproutes.gateway.networking.k8s.io", "crd/authorizationpolicies.security.istio.io", "crd/peerauthentications.security.istio.io"},
-			{"apply", "--server-side", "--force-conflicts", "-f", "../install/manifests/"},
+			{"apply", "--server-side", "--force-conflicts", "-f", "../install/manifests/istiod-lite.yaml"},
 			{"-n", "istio-system", "rollout", "restart", "deployment/istiod"},
 			{"-n", "istio-system", "rollout", "status", "deployment/istiod", "--timeout=180s"},
 		}
 		for _, s := range steps {
 			if _, installErr = kube.Kubectl(ctx, nil, s...); installErr != nil {
+				return
+			}
+		}
+		// ztunnel, pointed at the local cluster's CNI directories.
+		zt, err := os.ReadFile("../install/manifests/ztunnel.yaml")
+		if err != nil {
+			installErr = err
+			return
+		}
+		manifest := strings.NewReplacer("/opt/cni/bin", localCNIBinDir, "/etc/cni/net.d", kube.CNIConfDir()).Replace(string(zt))
+		for _, s := range [][]string{
+			{"apply", "--server-side", "--force-conflicts", "-f", "-"},
+			{"-n", "istio-system", "rollout", "restart", "daemonset/ztunnel"},
+			{"-n", "istio-system", "rollout", "status", "daemonset/ztunnel", "--timeout=180s"},
+		} {
+			var in io.Reader
+			if s[0] == "apply" {
+				in = strings.NewReader(manifest)
+			}
+			if _, installErr = kube.Kubectl(ctx, in, s...); installErr != nil {
 				return
 			}
 		}

@@ -70,6 +70,9 @@ func down(ctx context.Context, c Config) error {
 	if err := removeGuard(ctx); err != nil {
 		errs = append(errs, err)
 	}
+	if err := removeMeshHostState(ctx); err != nil {
+		errs = append(errs, err)
+	}
 	if out, err := run(ctx, "ip", "-4", "addr", "show", "dev", "lo"); err == nil && strings.Contains(out, " "+c.NodeIP.String()+"/32") {
 		if _, err := run(ctx, "ip", "addr", "del", c.NodeIP.String()+"/32", "dev", "lo"); err != nil {
 			errs = append(errs, err)

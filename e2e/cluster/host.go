@@ -247,6 +247,29 @@ func removeGuard(ctx context.Context) error {
 	return err
 }
 
+// meshHostTable is the nftables table the mesh's node agent (ztunnel's
+// DaemonSet) keeps in the host namespace, and meshCNIPlugin the chained CNI
+// plugin it copies into the runtime's plugin directory. A cluster that is
+// torn down with the mesh still installed leaves both; Down removes them.
+const (
+	meshHostTable = "ambient_lite_host"
+	meshCNIPlugin = "/usr/lib/cni/ambient-cni"
+)
+
+// removeMeshHostState removes what the mesh's node agent left on the host.
+func removeMeshHostState(ctx context.Context) error {
+	var errs []error
+	if out, err := run(ctx, "nft", "list", "tables"); err == nil && strings.Contains(out, "inet "+meshHostTable) {
+		if _, err := run(ctx, "nft", "delete", "table", "inet", meshHostTable); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := os.Remove(meshCNIPlugin); err != nil && !errors.Is(err, os.ErrNotExist) {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
 // cleanIptables removes every chain and rule that kube-proxy, kubelet and
 // the CNI plugins made (chains named KUBE-* and CNI-*), table by table, in
 // both the nft and the legacy back end, and kube-proxy's own nft tables.

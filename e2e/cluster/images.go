@@ -72,3 +72,8 @@ func buildAndImport(ctx context.Context, c Config, out io.Writer, names []string
 	}
 	return nil
 }
+
+// CNIConfDir is the directory containerd reads its CNI network
+// configuration from (the bridge conflist the cluster writes; the mesh's
+// node agent chains its plugin into it).
+func (c Config) CNIConfDir() string { return c.path("cni") }

@@ -54,10 +54,13 @@ func Leftovers(ctx context.Context, cfg Config) ([]string, error) {
 	}
 	if tables, err := nftTables(ctx); err == nil {
 		for _, t := range tables {
-			if t == "inet "+guardTable || strings.HasSuffix(t, " kube-proxy") {
+			if t == "inet "+guardTable || t == "inet "+meshHostTable || strings.HasSuffix(t, " kube-proxy") {
 				left = append(left, "nftables table "+t)
 			}
 		}
+	}
+	if _, err := os.Stat(meshCNIPlugin); err == nil {
+		left = append(left, "mesh CNI plugin "+meshCNIPlugin)
 	}
 	for _, save := range []string{"iptables-nft-save", "ip6tables-nft-save", "iptables-legacy-save", "ip6tables-legacy-save"} {
 		if _, err := exec.LookPath(save); err != nil {

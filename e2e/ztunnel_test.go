@@ -1,0 +1,125 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+// nodeMetrics is ztunnel's Prometheus endpoint on the (single) node: the
+// DaemonSet runs on the host network.
+const nodeMetrics = "http://10.250.0.1:15020/metrics"
+
+// TestZtunnelMTLS: labelling a namespace captures its running pods without
+// a restart; their traffic then goes pod → ztunnel → HBONE (mutual TLS) →
+// ztunnel → pod, with both principals in ztunnel's metrics; an
+// AuthorizationPolicy DENY blocks it; removing the label restores plain
+// traffic.
+func TestZtunnelMTLS(t *testing.T) {
+	installMesh(t)
+	ns := namespace(t, "zt")
+	kubectl(t, manifest(t, "echo.yaml", ns), "apply", "-f", "-")
+	kubectl(t, "", "-n", ns, "rollout", "status", "deployment/echo-v1", "deployment/echo-v2", "deployment/client", "--timeout=120s")
+	kubectl(t, "", "-n", ns, "wait", "--for=condition=Ready", "pod", "--all", "--timeout=60s")
+	restarts := kubectl(t, "", "-n", ns, "get", "pods", "-o", "jsonpath={.items[*].status.containerStatuses[*].restartCount}")
+
+	kubectl(t, "", "label", "namespace", ns, "istio.io/dataplane-mode=ambient")
+	poll(t, 30*time.Second, func() error {
+		got := kubectl(t, "", "-n", ns, "get", "pods", "-o", `jsonpath={range .items[*]}{.metadata.annotations.ambient\.istio\.io/redirection}{" "}{end}`)
+		if strings.Count(got, "enabled") != 3 {
+			return fmt.Errorf("redirection annotations: %q, want 3 enabled", got)
+		}
+		return nil
+	})
+	if got := kubectl(t, "", "-n", ns, "get", "pods", "-o", "jsonpath={.items[*].status.containerStatuses[*].restartCount}"); got != restarts {
+		t.Errorf("pods restarted when enrolled: %q → %q", restarts, got)
+	}
+
+	principal := fmt.Sprintf("spiffe://cluster.local/ns/%s/sa/default", ns)
+	mtls := func() float64 {
+		text := httpGet(t, nodeMetrics)
+		var sum float64
+		for _, l := range strings.Split(text, "\n") {
+			if strings.HasPrefix(l, "istio_tcp_connections_opened_total{") &&
+				strings.Contains(l, `reporter="destination"`) &&
+				strings.Contains(l, `connection_security_policy="mutual_tls"`) &&
+				strings.Contains(l, `source_principal="`+principal+`"`) &&
+				strings.Contains(l, `destination_principal="`+principal+`"`) &&
+				strings.Contains(l, `destination_workload_namespace="`+ns+`"`) {
+				f := strings.Fields(l)
+				var v float64
+				fmt.Sscan(f[len(f)-1], &v)
+				sum += v
+			}
+		}
+		return sum
+	}
+	before := mtls()
+	res := meshechoClient(t, ns, 20, "http://echo:8080/")
+	if res.OK != 20 || len(res.Versions) != 2 {
+		t.Fatalf("through ztunnel: %+v, want 20 OK from both versions", res)
+	}
+	if after := mtls(); after-before < 20 {
+		t.Errorf("mutual-TLS connections with both principals counted by the destination ztunnel: %v → %v, want +20", before, after)
+	}
+
+	// L4 policy: DENY from this namespace blocks, deleting it restores.
+	kubectl(t, fmt.Sprintf(`apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-own-namespace, namespace: %[1]s}
+spec:
+  action: DENY
+  rules:
+  - from: [{source: {namespaces: ["%[1]s"]}}]
+`, ns), "apply", "-f", "-")
+	poll(t, 20*time.Second, func() error {
+		if r := meshechoClient(t, ns, 5, "http://echo:8080/"); r.OK != 0 {
+			return fmt.Errorf("with DENY: %d of 5 answered", r.OK)
+		}
+		return nil
+	})
+	kubectl(t, "", "-n", ns, "delete", "authorizationpolicy", "deny-own-namespace")
+	poll(t, 20*time.Second, func() error {
+		if r := meshechoClient(t, ns, 5, "http://echo:8080/"); r.OK != 5 {
+			return fmt.Errorf("after deleting the DENY: %d of 5 answered", r.OK)
+		}
+		return nil
+	})
+
+	// Leaving the mesh: plain traffic again, not counted by ztunnel.
+	kubectl(t, "", "label", "namespace", ns, "istio.io/dataplane-mode-")
+	poll(t, 30*time.Second, func() error {
+		got := kubectl(t, "", "-n", ns, "get", "pods", "-o", `jsonpath={range .items[*]}{.metadata.annotations.ambient\.istio\.io/redirection}{end}`)
+		if got != "" {
+			return fmt.Errorf("redirection annotations still there: %q", got)
+		}
+		return nil
+	})
+	before = mtls()
+	if r := meshechoClient(t, ns, 10, "http://echo:8080/"); r.OK != 10 {
+		t.Fatalf("after leaving the mesh: %+v", r)
+	}
+	if after := mtls(); after != before {
+		t.Errorf("ztunnel still carried traffic after the label was removed: %v → %v", before, after)
+	}
+}
+
+// meshechoClient runs the test app's client in the namespace's client pod.
+func meshechoClient(t *testing.T, ns string, n int, url string) clientResult {
+	t.Helper()
+	out, err := kube.Kubectl(t.Context(), nil, "-n", ns, "exec", "deploy/client", "--",
+		"meshecho", "client", "-n", fmt.Sprint(n), "-c", "2", "--keepalive=false", "--timeout=3s", "-o", "json", url)
+	var r clientResult
+	if i := strings.Index(out, "{"); i >= 0 {
+		// The summary is the first JSON object; kubectl may repeat output.
+		_ = json.NewDecoder(strings.NewReader(out[i:])).Decode(&r)
+	}
+	if r.Requests == 0 {
+		t.Logf("meshecho client: %v\n%s", err, out)
+	}
+	return r
+}
