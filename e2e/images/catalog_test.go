@@ -86,7 +86,7 @@ func TestLookup(t *testing.T) {
 		{name: "coredns", wantPath: "/coredns", wantEntry: []string{"/coredns"}},
 		{name: "meshecho", wantPath: "/usr/local/bin/meshecho", wantEntry: []string{"/usr/local/bin/meshecho"}},
 		{name: "echo-advanced", wantPath: "/usr/local/bin/server", wantEntry: []string{"/usr/local/bin/server"}},
-		{name: "nope", wantErrHas: `unknown image "nope" (known: coredns, echo-advanced, istiod-lite, meshecho, pause, waypoint)`},
+		{name: "nope", wantErrHas: `unknown image "nope" (known: ` + strings.Join(Names(), ", ") + `)`},
 		{name: "", wantErrHas: `unknown image "" (known: `},
 	} {
 		t.Run(strconv.Quote(tc.name), func(t *testing.T) {

@@ -18,7 +18,7 @@ func TestRunUsageErrors(t *testing.T) {
 		{"unknown flag", []string{"--bogus"}, "flag provided but not defined: -bogus"},
 		{"argument", []string{"pause"}, `unexpected argument "pause"`},
 		{"load and push", []string{"--load", "--push", "registry.example/mesh"}, "--load and --push exclude each other"},
-		{"unknown image", []string{"--only", "pause,nope"}, `unknown image "nope" (known: coredns, echo-advanced, istiod-lite, meshecho, pause, waypoint)`},
+		{"unknown image", []string{"--only", "pause,nope"}, `unknown image "nope" (known: ` + strings.Join(Names(), ", ") + `)`},
 		{"bad tag", []string{"--tag", "not a tag"}, `tag "not a tag" do not make an image reference`},
 		{"bad push prefix", []string{"--push", "Registry/UPPER"}, `prefix "Registry/UPPER"`},
 	} {
@@ -43,7 +43,7 @@ func TestRunHelp(t *testing.T) {
 	if err := Run(t.Context(), []string{"-h"}, &stdout, &stderr); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"usage: images", "images: coredns, echo-advanced, istiod-lite, meshecho, pause, waypoint", "  echo-advanced: registry.k8s.io/gateway-api/echo-advanced:v1.5.1\n", "-tools-dir", "-push REGISTRY/PREFIX"} {
+	for _, want := range []string{"usage: images", "images: " + strings.Join(Names(), ", "), "  echo-advanced: registry.k8s.io/gateway-api/echo-advanced:v1.5.1\n", "-tools-dir", "-push REGISTRY/PREFIX"} {
 		if !strings.Contains(stderr.String(), want) {
 			t.Errorf("help lacks %q:\n%s", want, stderr.String())
 		}
