@@ -90,6 +90,36 @@ spec:
 		return nil
 	})
 
+	// With istiod-lite stopped, ztunnel keeps its config and certificates:
+	// new connections between known workloads still work.
+	kubectl(t, "", "-n", "istio-system", "scale", "deployment/istiod", "--replicas=0")
+	kubectl(t, "", "-n", "istio-system", "wait", "--for=delete", "pod", "-l", "app=istiod", "--timeout=60s")
+	if r := meshechoClient(t, ns, 10, "http://echo:8080/"); r.OK != 10 {
+		t.Errorf("with istiod-lite stopped: %d of 10 answered", r.OK)
+	}
+	kubectl(t, "", "-n", "istio-system", "scale", "deployment/istiod", "--replicas=2")
+	kubectl(t, "", "-n", "istio-system", "rollout", "status", "deployment/istiod", "--timeout=120s")
+
+	// Without ztunnel on the node, enrolled pods fail closed: nothing gets
+	// through in plaintext. When it is back, traffic resumes over mTLS.
+	kubectl(t, "", "-n", "istio-system", "patch", "daemonset/ztunnel", "--type=merge", "-p", `{"spec":{"template":{"spec":{"nodeSelector":{"ambient-lite.test/no-such-node":"x"}}}}}`)
+	kubectl(t, "", "-n", "istio-system", "wait", "--for=delete", "pod", "-l", "app=ztunnel", "--timeout=60s")
+	if r := meshechoClient(t, ns, 5, "http://echo:8080/"); r.OK != 0 {
+		t.Errorf("with ztunnel gone: %d of 5 answered — enrolled traffic must fail closed", r.OK)
+	}
+	kubectl(t, "", "-n", "istio-system", "patch", "daemonset/ztunnel", "--type=json", "-p", `[{"op":"remove","path":"/spec/template/spec/nodeSelector"}]`)
+	kubectl(t, "", "-n", "istio-system", "rollout", "status", "daemonset/ztunnel", "--timeout=120s")
+	before = mtls()
+	poll(t, 30*time.Second, func() error {
+		if r := meshechoClient(t, ns, 5, "http://echo:8080/"); r.OK != 5 {
+			return fmt.Errorf("after ztunnel came back: %d of 5 answered", r.OK)
+		}
+		return nil
+	})
+	if after := mtls(); after-before < 5 {
+		t.Errorf("after ztunnel came back, mTLS connections counted %v → %v", before, after)
+	}
+
 	// Leaving the mesh: plain traffic again, not counted by ztunnel.
 	kubectl(t, "", "label", "namespace", ns, "istio.io/dataplane-mode-")
 	poll(t, 30*time.Second, func() error {

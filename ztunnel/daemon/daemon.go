@@ -188,7 +188,7 @@ func serve(ctx context.Context, o Options, log *slog.Logger) error {
 		return err
 	}
 	px, err := proxy.New(proxy.Config{
-		Resolver: resolver{st: st}, Certificates: cm, Metrics: metrics,
+		Resolver: resolver{st: st}, Certificates: meshCerts{Manager: cm, rootFile: o.RootCertFile}, Metrics: metrics,
 		Logger: log.With("component", "proxy"), AccessLog: log.With("component", "access"),
 	})
 	if err != nil {

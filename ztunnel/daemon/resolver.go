@@ -2,7 +2,11 @@ package daemon
 
 import (
 	"context"
+	"crypto/x509"
 	"net/netip"
+	"os"
+
+	"github.com/ambientlite/mesh/ztunnel/certs"
 
 	"github.com/ambientlite/mesh/ztunnel/proxy"
 	"github.com/ambientlite/mesh/ztunnel/state"
@@ -63,4 +67,23 @@ func (r resolver) Inbound(ctx context.Context, c proxy.InboundConn) (proxy.Decis
 		dec.Source = workloadInfo(w)
 	}
 	return dec, nil
+}
+
+// meshCerts gives the proxy workload certificates from the manager and the
+// mesh roots from the root file (ConfigMap istio-ca-root-cert), which is
+// there before any certificate was fetched: after a restart, pods come back
+// before their certificates do.
+type meshCerts struct {
+	*certs.Manager
+	rootFile string
+}
+
+func (m meshCerts) Roots() *x509.CertPool {
+	if b, err := os.ReadFile(m.rootFile); err == nil {
+		p := x509.NewCertPool()
+		if p.AppendCertsFromPEM(b) {
+			return p
+		}
+	}
+	return m.Manager.Roots()
 }
