@@ -25,7 +25,7 @@ func TestMain(m *testing.M) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	c, err := cluster.Up(ctx, cluster.Config{StateDir: os.Getenv("AMBIENT_LITE_STATE_DIR")}, os.Stdout)
 	if err == nil {
-		err = cluster.EnsureImages(ctx, c, os.Stdout, "meshecho", "istiod-lite", "waypoint")
+		err = cluster.EnsureImages(ctx, c, os.Stdout, "meshecho", "istiod-lite", "waypoint", "ztunnel")
 	}
 	cancel()
 	if err != nil {

@@ -24,14 +24,34 @@ func TestZtunnelMTLS(t *testing.T) {
 	ns := namespace(t, "zt")
 	kubectl(t, manifest(t, "echo.yaml", ns), "apply", "-f", "-")
 	kubectl(t, "", "-n", ns, "rollout", "status", "deployment/echo-v1", "deployment/echo-v2", "deployment/client", "--timeout=120s")
+	// A second client with another service account, for the ALLOW case.
+	// (Created before the namespace is enrolled: see the note on new pods
+	// in ztunnel/README.md.)
+	kubectl(t, fmt.Sprintf(`apiVersion: v1
+kind: ServiceAccount
+metadata: {name: intruder, namespace: %[1]s}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: intruder, namespace: %[1]s}
+spec:
+  selector: {matchLabels: {app: intruder}}
+  template:
+    metadata: {labels: {app: intruder}}
+    spec:
+      serviceAccountName: intruder
+      containers:
+      - {name: client, image: %[2]s, imagePullPolicy: IfNotPresent, args: [server, --grpc-port=0, --tcp-port=0]}
+`, ns, kube.Image("meshecho")), "apply", "-f", "-")
+	kubectl(t, "", "-n", ns, "rollout", "status", "deployment/intruder", "--timeout=120s")
 	kubectl(t, "", "-n", ns, "wait", "--for=condition=Ready", "pod", "--all", "--timeout=60s")
 	restarts := kubectl(t, "", "-n", ns, "get", "pods", "-o", "jsonpath={.items[*].status.containerStatuses[*].restartCount}")
 
 	kubectl(t, "", "label", "namespace", ns, "istio.io/dataplane-mode=ambient")
 	poll(t, 30*time.Second, func() error {
 		got := kubectl(t, "", "-n", ns, "get", "pods", "-o", `jsonpath={range .items[*]}{.metadata.annotations.ambient\.istio\.io/redirection}{" "}{end}`)
-		if strings.Count(got, "enabled") != 3 {
-			return fmt.Errorf("redirection annotations: %q, want 3 enabled", got)
+		if strings.Count(got, "enabled") != 4 {
+			return fmt.Errorf("redirection annotations: %q, want 4 enabled", got)
 		}
 		return nil
 	})
@@ -90,6 +110,57 @@ spec:
 		return nil
 	})
 
+	// ALLOW for one principal admits only it: the second enrolled client,
+	// with another service account, is refused.
+	kubectl(t, fmt.Sprintf(`apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: allow-client, namespace: %[1]s}
+spec:
+  selector: {matchLabels: {app: echo}}
+  action: ALLOW
+  rules:
+  - from: [{source: {principals: ["cluster.local/ns/%[1]s/sa/default"]}}]
+`, ns), "apply", "-f", "-")
+	poll(t, 30*time.Second, func() error {
+		if r := meshechoClientIn(t, ns, "intruder", 5, "http://echo:8080/"); r.OK != 0 {
+			return fmt.Errorf("intruder (not allowed): %d of 5 answered", r.OK)
+		}
+		if r := meshechoClient(t, ns, 5, "http://echo:8080/"); r.OK != 5 {
+			return fmt.Errorf("client (allowed): %d of 5 answered", r.OK)
+		}
+		return nil
+	})
+	kubectl(t, "", "-n", ns, "delete", "authorizationpolicy", "allow-client")
+
+	// STRICT refuses plaintext: a client outside the mesh reaches an
+	// enrolled pod only while the namespace is PERMISSIVE.
+	outside := namespace(t, "zt-outside")
+	kubectl(t, manifest(t, "echo.yaml", outside), "apply", "-f", "-")
+	kubectl(t, "", "-n", outside, "rollout", "status", "deployment/client", "--timeout=120s")
+	echoFQDN := "http://echo." + ns + ".svc.cluster.local:8080/"
+	poll(t, 30*time.Second, func() error {
+		if r := meshechoClient(t, outside, 5, echoFQDN); r.OK != 5 {
+			return fmt.Errorf("plaintext from outside, PERMISSIVE: %d of 5 answered", r.OK)
+		}
+		return nil
+	})
+	kubectl(t, fmt.Sprintf(`apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: strict, namespace: %s}
+spec:
+  mtls: {mode: STRICT}
+`, ns), "apply", "-f", "-")
+	poll(t, 30*time.Second, func() error {
+		if r := meshechoClient(t, outside, 5, echoFQDN); r.OK != 0 {
+			return fmt.Errorf("plaintext from outside, STRICT: %d of 5 answered", r.OK)
+		}
+		if r := meshechoClient(t, ns, 5, "http://echo:8080/"); r.OK != 5 {
+			return fmt.Errorf("mesh client, STRICT: %d of 5 answered", r.OK)
+		}
+		return nil
+	})
+	kubectl(t, "", "-n", ns, "delete", "peerauthentication", "strict")
+
 	// With istiod-lite stopped, ztunnel keeps its config and certificates:
 	// new connections between known workloads still work.
 	kubectl(t, "", "-n", "istio-system", "scale", "deployment/istiod", "--replicas=0")
@@ -141,7 +212,13 @@ spec:
 // meshechoClient runs the test app's client in the namespace's client pod.
 func meshechoClient(t *testing.T, ns string, n int, url string) clientResult {
 	t.Helper()
-	out, err := kube.Kubectl(t.Context(), nil, "-n", ns, "exec", "deploy/client", "--",
+	return meshechoClientIn(t, ns, "client", n, url)
+}
+
+// meshechoClientIn runs the test app's client in a Deployment's pod.
+func meshechoClientIn(t *testing.T, ns, deploy string, n int, url string) clientResult {
+	t.Helper()
+	out, err := kube.Kubectl(t.Context(), nil, "-n", ns, "exec", "deploy/"+deploy, "--",
 		"meshecho", "client", "-n", fmt.Sprint(n), "-c", "2", "--keepalive=false", "--timeout=3s", "-o", "json", url)
 	var r clientResult
 	if i := strings.Index(out, "{"); i >= 0 {
@@ -149,7 +226,7 @@ func meshechoClient(t *testing.T, ns string, n int, url string) clientResult {
 		_ = json.NewDecoder(strings.NewReader(out[i:])).Decode(&r)
 	}
 	if r.Requests == 0 {
-		t.Logf("meshecho client: %v\n%s", err, out)
+		t.Logf("meshecho client in %s/%s: %v\n%s", ns, deploy, err, out)
 	}
 	return r
 }

@@ -199,6 +199,10 @@ func serve(ctx context.Context, o Options, log *slog.Logger) error {
 	// The node agent, in this process, and its hand-off to the proxy.
 	agent, err := nodeagent.New(nodeagent.Config{
 		NodeName: o.NodeName, ZtunnelSocket: o.ZtunnelSocket,
+		// The control plane's own namespace must never wait for the node
+		// agent: istiod (and ztunnel itself) could not start while it is
+		// down, and it cannot come up without them (Istio excludes it too).
+		ExcludeNamespaces: []string{"kube-system", o.PodNamespace},
 		CNI:               cniplugin.InstallConfig{BinDir: o.CNIBinDir, ConfDir: o.CNIConfDir},
 		DisableCNIInstall: o.DisableCNIInstall,
 	}, kc, log.With("component", "nodeagent"))

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 	"time"
 
@@ -333,7 +334,7 @@ func (a *Agent) cniAdd(ctx context.Context, req cniplugin.AddRequest) (cniplugin
 	if !a.wants(ns, pod) {
 		return cniplugin.AddResponse{}, nil
 	}
-	f, err := os.Open(req.NetNS)
+	f, err := a.openHostPath(req.NetNS)
 	if err != nil {
 		return cniplugin.AddResponse{}, fmt.Errorf("open pod network namespace: %w", err)
 	}
@@ -388,4 +389,23 @@ func dupNS(f *os.File) (*os.File, error) {
 		return nil, errors.Join(errors.New("reopen network namespace"), err)
 	}
 	return g, nil
+}
+
+// openHostPath opens a path of the host's mount namespace (the CNI plugin's
+// CNI_NETNS, such as /var/run/netns/cni-…). It tries the path as this
+// process sees it first; a namespace mounted by the runtime after this
+// container started is not visible there unless the host's /var/run/netns is
+// a shared mount propagated into the container, so it falls back to the
+// host's root as seen through init's /proc entry (the DaemonSet has the
+// host's PID namespace).
+func (a *Agent) openHostPath(path string) (*os.File, error) {
+	f, err := os.Open(path)
+	if err == nil {
+		return f, nil
+	}
+	hf, herr := os.Open(filepath.Join(a.cfg.ProcDir, "1", "root", path))
+	if herr != nil {
+		return nil, fmt.Errorf("%w (and through the host's root: %v)", err, herr)
+	}
+	return hf, nil
 }
