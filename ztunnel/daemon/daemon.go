@@ -209,7 +209,7 @@ func serve(ctx context.Context, o Options, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	h := &handoff{proxy: px, certs: cm, td: o.TrustDomain, log: log.With("component", "zds"), pods: map[string]*heldPod{}}
+	h := &handoff{proxy: px, certs: cm, td: o.TrustDomain, log: log.With("component", "zds"), pods: map[string]*heldPod{}, synced: xc.Synced()}
 
 	var wg sync.WaitGroup
 	run := func(name string, f func(context.Context) error) {
@@ -303,6 +303,12 @@ type handoff struct {
 	log       *slog.Logger
 	connected atomic.Bool
 	pods      map[string]*heldPod
+	// synced closes once the first config from istiod-lite is applied. No
+	// pod is served before: without its policies (a STRICT converted
+	// policy among them) inbound connections would be judged on nothing.
+	// The pod's capture rules are in place meanwhile, so its traffic is
+	// refused, not let through.
+	synced <-chan struct{}
 }
 
 type heldPod struct {
@@ -367,6 +373,15 @@ func (h *handoff) serve(ctx context.Context, conn *zds.Conn) error {
 }
 
 func (h *handoff) add(ctx context.Context, req zds.Request) error {
+	select {
+	case <-h.synced:
+	case <-ctx.Done():
+		req.NetNS.Close()
+		return ctx.Err()
+	case <-time.After(3 * time.Second):
+		req.NetNS.Close()
+		return errors.New("no config from istiod-lite yet; the pod stays captured and is retried")
+	}
 	p := req.Pod
 	sa := p.ServiceAccount
 	if sa == "" {

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ambientlite/mesh/ztunnel/certs"
+	"github.com/ambientlite/mesh/ztunnel/nodeagent/zds"
 )
 
 // After a restart pods come back before any certificate was fetched: the
@@ -57,5 +59,22 @@ func TestWorkloadName(t *testing.T) {
 		if got := workloadName(pod); got != want {
 			t.Errorf("workloadName(%q) = %q, want %q", pod, got, want)
 		}
+	}
+}
+
+// A pod handed over before the first config arrived is not served (its
+// capture rules keep it closed): the hand-off refuses it, and the node
+// agent retries. Without the gate this would reach the (nil) proxy.
+func TestHandoffWaitsForConfig(t *testing.T) {
+	f, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &handoff{synced: make(chan struct{}), pods: map[string]*heldPod{}}
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	err = h.add(ctx, zds.Request{Type: zds.TypePodAdded, Pod: zds.Pod{UID: "u", Name: "p", Namespace: "ns"}, NetNS: f})
+	if err == nil || len(h.pods) != 0 {
+		t.Fatalf("pod accepted before config: err %v, pods %d", err, len(h.pods))
 	}
 }
