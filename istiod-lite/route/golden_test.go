@@ -22,6 +22,8 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/ambientlite/mesh/internal/routeapi"
+
+	"github.com/ambientlite/mesh/internal/golden"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden from the current output")
@@ -46,20 +48,7 @@ func TestGolden(t *testing.T) {
 			res := Compile(Config{Now: goldenNow}, loadSnapshot(t, in))
 			checkInvariants(t, res)
 			got := render(t, res)
-			golden := strings.TrimSuffix(in, ".yaml") + ".golden"
-			if *update {
-				if err := os.WriteFile(golden, got, 0o644); err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatalf("%v (run go test -update to create it)", err)
-			}
-			if diff := cmp.Diff(string(want), string(got)); diff != "" {
-				t.Errorf("%s mismatch (-want +got), go test -update to accept:\n%s", golden, diff)
-			}
+			golden.Check(t, strings.TrimSuffix(in, ".yaml")+".golden", got, *update)
 		})
 	}
 }
