@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"os"
 	"strings"
 	"time"
 )
@@ -18,10 +19,13 @@ import (
 // DefaultAgentSocket is where the node agent serves the plugin.
 const DefaultAgentSocket = "/var/run/ambient-lite/cni.sock"
 
-// The plugin ↔ node agent protocol: HTTP/1.1 over the agent's unix socket.
+// The plugin ↔ node agent protocol: HTTP/1.1 over the agent's unix socket,
+// each connection opened by a one-byte preamble that may carry the
+// sandbox's network namespace as an open file (fdpass.go).
 //
-//	POST /v1/add    AddRequest (JSON) → 200 AddResponse (JSON), or an error
-//	                status with the reason as text/plain
+//	POST /v1/add    AddRequest (JSON), the namespace passed with the
+//	                preamble → 200 AddResponse (JSON), or an error status
+//	                with the reason as text/plain
 //	GET  /v1/ready  → 200 once the agent can answer ADD requests
 const (
 	addPath   = "/v1/add"
@@ -84,20 +88,33 @@ func (c AgentClient) socket() string {
 	return c.Socket
 }
 
-func (c AgentClient) http() *http.Client {
+// http is a client whose one connection opens with the preamble, passing
+// netns (nil: none).
+func (c AgentClient) http(netns *os.File) *http.Client {
 	sock := c.socket()
 	return &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", sock)
+			return dialAgent(ctx, sock, netns)
 		},
 		DisableKeepAlives: true,
 	}}
 }
 
-// Add asks the node agent to capture the pod if it is enrolled. ctx bounds
-// the whole exchange.
+// Add asks the node agent to capture the pod if it is enrolled. It opens
+// req.NetNS and passes the open namespace to the agent (which may not see
+// the path). ctx bounds the whole exchange.
 func (c AgentClient) Add(ctx context.Context, req AddRequest) (AddResponse, error) {
+	netns, err := os.Open(req.NetNS)
+	if err != nil {
+		return AddResponse{}, fmt.Errorf("open the sandbox's network namespace: %w", err)
+	}
+	defer netns.Close()
+	return c.AddNetNS(ctx, req, netns)
+}
+
+// AddNetNS is Add with the namespace already open; req.NetNS is then only
+// for the agent's logs.
+func (c AgentClient) AddNetNS(ctx context.Context, req AddRequest, netns *os.File) (AddResponse, error) {
 	body, err := json.Marshal(req)
 	if err != nil {
 		return AddResponse{}, err
@@ -107,7 +124,7 @@ func (c AgentClient) Add(ctx context.Context, req AddRequest) (AddResponse, erro
 		return AddResponse{}, err
 	}
 	hreq.Header.Set("Content-Type", "application/json")
-	resp, err := c.do(hreq)
+	resp, err := c.do(hreq, netns)
 	if err != nil {
 		return AddResponse{}, err
 	}
@@ -124,12 +141,12 @@ func (c AgentClient) Ready(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	_, err = c.do(hreq)
+	_, err = c.do(hreq, nil)
 	return err
 }
 
-func (c AgentClient) do(hreq *http.Request) ([]byte, error) {
-	resp, err := c.http().Do(hreq)
+func (c AgentClient) do(hreq *http.Request, netns *os.File) ([]byte, error) {
+	resp, err := c.http(netns).Do(hreq)
 	if err != nil {
 		return nil, &AgentUnreachableError{Socket: c.socket(), Err: unwrapURLError(err)}
 	}
@@ -152,24 +169,38 @@ func unwrapURLError(err error) error {
 	return err
 }
 
-// AgentHandler serves the plugin's requests in the node agent: add decides
-// and captures, ready reports readiness (nil ready means always ready).
-// Errors from add are sent to the plugin as 500 with their text, so they
-// end up in the pod's events.
-func AgentHandler(add func(context.Context, AddRequest) (AddResponse, error), ready func() error) http.Handler {
+// AddFunc decides and captures one ADD. netns is the sandbox's network
+// namespace as the plugin passed it, nil when it did not (a plugin of an
+// older version: open req.NetNS); AddFunc owns it and must close it.
+type AddFunc func(ctx context.Context, req AddRequest, netns *os.File) (AddResponse, error)
+
+// AgentHandler serves the plugin's requests in the node agent (on an
+// AgentListener, with AgentConnContext): add decides and captures, ready
+// reports readiness (nil ready means always ready). Errors from add are
+// sent to the plugin as 500 with their text, so they end up in the pod's
+// events.
+func AgentHandler(add AddFunc, ready func() error) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+addPath, func(w http.ResponseWriter, r *http.Request) {
+		netns := netnsFromContext(r.Context())
+		closeNetNS := func() {
+			if netns != nil {
+				netns.Close()
+			}
+		}
 		var req AddRequest
 		dec := json.NewDecoder(io.LimitReader(r.Body, 1<<20))
 		if err := dec.Decode(&req); err != nil {
+			closeNetNS()
 			http.Error(w, "bad add request: "+err.Error(), http.StatusBadRequest)
 			return
 		}
 		if req.PodNamespace == "" || req.PodName == "" || req.NetNS == "" {
+			closeNetNS()
 			http.Error(w, "bad add request: podNamespace, podName and netns are required", http.StatusBadRequest)
 			return
 		}
-		resp, err := add(r.Context(), req)
+		resp, err := add(r.Context(), req, netns)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return

@@ -8,9 +8,11 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -22,6 +24,7 @@ type fakeAgent struct {
 	socket string
 	mu     sync.Mutex
 	reqs   []AddRequest
+	netns  []uint64 // inode of the namespace passed with each request, 0: none
 	answer func(AddRequest) (AddResponse, error)
 }
 
@@ -32,15 +35,46 @@ func newFakeAgent(t *testing.T, answer func(AddRequest) (AddResponse, error)) *f
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &http.Server{Handler: AgentHandler(func(ctx context.Context, r AddRequest) (AddResponse, error) {
+	srv := &http.Server{Handler: AgentHandler(func(ctx context.Context, r AddRequest, netns *os.File) (AddResponse, error) {
+		var ino uint64
+		if netns != nil {
+			ino = fileIno(t, netns)
+			netns.Close()
+		}
 		a.mu.Lock()
 		a.reqs = append(a.reqs, r)
+		a.netns = append(a.netns, ino)
 		a.mu.Unlock()
 		return a.answer(r)
-	}, nil)}
-	go srv.Serve(ln)
+	}, nil), ConnContext: AgentConnContext}
+	go srv.Serve(AgentListener(ln))
 	t.Cleanup(func() { srv.Close() })
 	return a
+}
+
+func fileIno(t *testing.T, f *os.File) uint64 {
+	t.Helper()
+	fi, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Sys().(*syscall.Stat_t).Ino
+}
+
+func pathIno(t *testing.T, path string) uint64 {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	return fileIno(t, f)
+}
+
+func (a *fakeAgent) passed() []uint64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]uint64(nil), a.netns...)
 }
 
 func (a *fakeAgent) requests() []AddRequest {
@@ -71,9 +105,14 @@ func stdinConf(t *testing.T, version, socket string, extra map[string]any) strin
 	return string(b)
 }
 
+// testNetNS stands for the sandbox's namespace file: the plugin opens
+// CNI_NETNS and passes the open file, which the agent gets even where it
+// could not open the path.
+const testNetNS = "/proc/self/ns/net"
+
 func addEnv(cmd string) []string {
 	return []string{
-		"CNI_COMMAND=" + cmd, "CNI_CONTAINERID=abc123", "CNI_NETNS=/var/run/netns/cni-1", "CNI_IFNAME=eth0",
+		"CNI_COMMAND=" + cmd, "CNI_CONTAINERID=abc123", "CNI_NETNS=" + testNetNS, "CNI_IFNAME=eth0",
 		"CNI_ARGS=IgnoreUnknown=1;K8S_POD_NAMESPACE=demo;K8S_POD_NAME=web-0;K8S_POD_INFRA_CONTAINER_ID=abc123;K8S_POD_UID=uid-1",
 		"CNI_PATH=/opt/cni/bin",
 	}
@@ -98,12 +137,57 @@ func TestAddEnrolled(t *testing.T) {
 		t.Errorf("stdout (-want +got):\n%s", diff)
 	}
 	want := []AddRequest{{
-		ContainerID: "abc123", NetNS: "/var/run/netns/cni-1", IfName: "eth0",
+		ContainerID: "abc123", NetNS: testNetNS, IfName: "eth0",
 		PodNamespace: "demo", PodName: "web-0", PodUID: "uid-1",
 		IPs: []netip.Addr{netip.MustParseAddr("10.244.0.7"), netip.MustParseAddr("fd00::7")},
 	}}
 	if diff := cmp.Diff(want, agent.requests(), cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
 		t.Errorf("agent got (-want +got):\n%s", diff)
+	}
+	if got, wantIno := agent.passed(), pathIno(t, testNetNS); len(got) != 1 || got[0] != wantIno {
+		t.Errorf("namespace passed to the agent: inodes %v, want [%d]", got, wantIno)
+	}
+}
+
+// TestAddNetNSUnopenable: a CNI_NETNS the plugin cannot open fails the ADD
+// before the agent is asked.
+func TestAddNetNSUnopenable(t *testing.T) {
+	agent := newFakeAgent(t, func(AddRequest) (AddResponse, error) { return AddResponse{Enrolled: true}, nil })
+	env := addEnv("ADD")
+	for i, kv := range env {
+		if strings.HasPrefix(kv, "CNI_NETNS=") {
+			env[i] = "CNI_NETNS=" + filepath.Join(t.TempDir(), "gone")
+		}
+	}
+	_, _, err := runPlugin(t, env, stdinConf(t, "1.0.0", agent.socket, nil))
+	var cerr *Error
+	if !errors.As(err, &cerr) || cerr.Code != ErrCodeInternal || !strings.Contains(cerr.Error(), "network namespace") {
+		t.Fatalf("err = %v, want a CNI error naming the network namespace", err)
+	}
+	if n := len(agent.requests()); n != 0 {
+		t.Errorf("agent asked %d times", n)
+	}
+}
+
+// TestAgentOldPlugin: a plugin that speaks plain HTTP (no preamble) is
+// still served, without a namespace file.
+func TestAgentOldPlugin(t *testing.T) {
+	agent := newFakeAgent(t, func(AddRequest) (AddResponse, error) { return AddResponse{Enrolled: true}, nil })
+	c := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", agent.socket)
+	}}}
+	body := `{"containerID":"x","netns":"/var/run/netns/cni-1","ifName":"eth0","podNamespace":"demo","podName":"p"}`
+	resp, err := c.Post("http://node-agent"+addPath, "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	if got := agent.passed(); len(got) != 1 || got[0] != 0 {
+		t.Errorf("namespace inodes %v, want [0] (none passed)", got)
 	}
 }
 

@@ -167,9 +167,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		Handler:           cniplugin.AgentHandler(a.cniAdd, a.readyErr),
 		ReadHeaderTimeout: 10 * time.Second,
 		BaseContext:       func(net.Listener) context.Context { return ctx },
+		ConnContext:       cniplugin.AgentConnContext,
 	}
 	wg.Go(func() {
-		if err := cniSrv.Serve(cniLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := cniSrv.Serve(cniplugin.AgentListener(cniLn)); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			fail(fmt.Errorf("CNI plugin server: %w", err))
 		}
 	})

@@ -474,6 +474,28 @@ func TestAgentCNIAdd(t *testing.T) {
 		t.Error("drift check did not restore the rules")
 	}
 
+	// The namespace travels as an open file: the agent enrols the pod even
+	// when it cannot open the path the runtime gave the plugin (a host
+	// whose /var/run is not propagated into the agent's container).
+	bf, err := os.Open(podB.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	resp, err = client.AddNetNS(ctx, cniplugin.AddRequest{
+		ContainerID: "sandbox-b", NetNS: "/var/run/netns/not-visible-to-the-agent", IfName: "eth0",
+		PodNamespace: "demo", PodName: "b", PodUID: "uid-b", IPs: []netip.Addr{netip.MustParseAddr("10.253.3.11")},
+	}, bf)
+	cancel()
+	bf.Close()
+	if err != nil || !resp.Enrolled {
+		t.Fatalf("ADD b with the namespace passed as a file: %+v, %v", resp, err)
+	}
+	if r := z.recv(zds.TypePodAdded); r.Pod.UID != "uid-b" || nsIno(t, r.NetNS) != pathIno(t, podB.path) {
+		t.Errorf("PodAdded after the ADD with a passed namespace: %+v", r.Pod)
+	}
+	z.ack()
+
 	resp, err = add("plain", "c", "uid-c", podC, "10.253.3.12")
 	if err != nil || resp.Enrolled {
 		t.Errorf("ADD c (not enrolled): %+v, %v", resp, err)

@@ -317,8 +317,15 @@ func (a *Agent) syncAnnotation(ctx context.Context, pod *corev1.Pod) error {
 
 // cniAdd answers the CNI plugin's ADD: if the pod is enrolled, its sandbox
 // namespace gets the capture rules before the answer goes back, so its
-// containers never run uncaptured.
-func (a *Agent) cniAdd(ctx context.Context, req cniplugin.AddRequest) (cniplugin.AddResponse, error) {
+// containers never run uncaptured. netns is the namespace the plugin passed
+// (nil: open req.NetNS here); cniAdd owns it.
+func (a *Agent) cniAdd(ctx context.Context, req cniplugin.AddRequest, netns *os.File) (cniplugin.AddResponse, error) {
+	kept := false
+	defer func() {
+		if netns != nil && !kept {
+			netns.Close()
+		}
+	}()
 	key := req.PodNamespace + "/" + req.PodName
 	ctx, cancel := context.WithTimeout(ctx, a.cfg.PodLookupTimeout)
 	defer cancel()
@@ -334,10 +341,13 @@ func (a *Agent) cniAdd(ctx context.Context, req cniplugin.AddRequest) (cniplugin
 	if !a.wants(ns, pod) {
 		return cniplugin.AddResponse{}, nil
 	}
-	f, err := a.openHostPath(req.NetNS)
-	if err != nil {
-		return cniplugin.AddResponse{}, fmt.Errorf("open pod network namespace: %w", err)
+	f := netns
+	if f == nil {
+		if f, err = a.openHostPath(req.NetNS); err != nil {
+			return cniplugin.AddResponse{}, fmt.Errorf("open pod network namespace: %w", err)
+		}
 	}
+	kept = true // enrolLocked owns f
 	ips := slices.Clone(req.IPs)
 	if len(ips) == 0 {
 		ips = podIPs(pod)
