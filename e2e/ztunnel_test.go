@@ -5,6 +5,7 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -24,9 +25,24 @@ func TestZtunnelMTLS(t *testing.T) {
 	ns := namespace(t, "zt")
 	kubectl(t, manifest(t, "echo.yaml", ns), "apply", "-f", "-")
 	kubectl(t, "", "-n", ns, "rollout", "status", "deployment/echo-v1", "deployment/echo-v2", "deployment/client", "--timeout=120s")
-	// A second client with another service account, for the ALLOW case.
-	// (Created before the namespace is enrolled: see the note on new pods
-	// in ztunnel/README.md.)
+	kubectl(t, "", "-n", ns, "wait", "--for=condition=Ready", "pod", "--all", "--timeout=60s")
+	restarts := kubectl(t, "", "-n", ns, "get", "pods", "-o", "jsonpath={.items[*].status.containerStatuses[*].restartCount}")
+
+	kubectl(t, "", "label", "namespace", ns, "istio.io/dataplane-mode=ambient")
+	poll(t, 30*time.Second, func() error {
+		got := kubectl(t, "", "-n", ns, "get", "pods", "-o", `jsonpath={range .items[*]}{.metadata.annotations.ambient\.istio\.io/redirection}{" "}{end}`)
+		if strings.Count(got, "enabled") != 3 {
+			return fmt.Errorf("redirection annotations: %q, want 3 enabled", got)
+		}
+		return nil
+	})
+	if got := kubectl(t, "", "-n", ns, "get", "pods", "-o", "jsonpath={.items[*].status.containerStatuses[*].restartCount}"); got != restarts {
+		t.Errorf("pods restarted when enrolled: %q → %q", restarts, got)
+	}
+
+	// A pod created in the enrolled namespace is captured by the CNI plugin
+	// before it runs: a second client, with another service account (for
+	// the ALLOW case below).
 	kubectl(t, fmt.Sprintf(`apiVersion: v1
 kind: ServiceAccount
 metadata: {name: intruder, namespace: %[1]s}
@@ -44,20 +60,12 @@ spec:
       - {name: client, image: %[2]s, imagePullPolicy: IfNotPresent, args: [server, --grpc-port=0, --tcp-port=0]}
 `, ns, kube.Image("meshecho")), "apply", "-f", "-")
 	kubectl(t, "", "-n", ns, "rollout", "status", "deployment/intruder", "--timeout=120s")
-	kubectl(t, "", "-n", ns, "wait", "--for=condition=Ready", "pod", "--all", "--timeout=60s")
-	restarts := kubectl(t, "", "-n", ns, "get", "pods", "-o", "jsonpath={.items[*].status.containerStatuses[*].restartCount}")
-
-	kubectl(t, "", "label", "namespace", ns, "istio.io/dataplane-mode=ambient")
-	poll(t, 30*time.Second, func() error {
-		got := kubectl(t, "", "-n", ns, "get", "pods", "-o", `jsonpath={range .items[*]}{.metadata.annotations.ambient\.istio\.io/redirection}{" "}{end}`)
-		if strings.Count(got, "enabled") != 4 {
-			return fmt.Errorf("redirection annotations: %q, want 4 enabled", got)
+	poll(t, 20*time.Second, func() error {
+		if got := kubectl(t, "", "-n", ns, "get", "pods", "-l", "app=intruder", "-o", `jsonpath={.items[*].metadata.annotations.ambient\.istio\.io/redirection}`); got != "enabled" {
+			return fmt.Errorf("new pod in the enrolled namespace: redirection annotation %q, want enabled", got)
 		}
 		return nil
 	})
-	if got := kubectl(t, "", "-n", ns, "get", "pods", "-o", "jsonpath={.items[*].status.containerStatuses[*].restartCount}"); got != restarts {
-		t.Errorf("pods restarted when enrolled: %q → %q", restarts, got)
-	}
 
 	principal := fmt.Sprintf("spiffe://cluster.local/ns/%s/sa/default", ns)
 	mtls := func() float64 {
@@ -78,13 +86,40 @@ spec:
 		}
 		return sum
 	}
+	podIPs := func() []netip.Addr {
+		var ips []netip.Addr
+		for _, f := range strings.Fields(kubectl(t, "", "-n", ns, "get", "pods", "-o", "jsonpath={.items[*].status.podIP}")) {
+			ips = append(ips, netip.MustParseAddr(f))
+		}
+		return ips
+	}
+	// On the wire between the pods (captured on the node): only TLS to
+	// 15008, for pod-to-service (the client dials the Service) and
+	// pod-to-pod (the new pod dials an echo pod's IP).
+	echoIP := strings.Fields(kubectl(t, "", "-n", ns, "get", "pods", "-l", "app=echo", "-o", "jsonpath={.items[*].status.podIP}"))[0]
+	cap := sniff(t, podIPs()...)
 	before := mtls()
 	res := meshechoClient(t, ns, 20, "http://echo:8080/")
 	if res.OK != 20 || len(res.Versions) != 2 {
 		t.Fatalf("through ztunnel: %+v, want 20 OK from both versions", res)
 	}
+	if r := meshechoClientIn(t, ns, "intruder", 5, "http://"+echoIP+":8080/"); r.OK != 5 {
+		t.Fatalf("pod to pod from the new pod: %+v, want 5 OK", r)
+	}
+	conns, problems := tlsOnly(cap.stop(), 15008, []byte("GET /"))
+	for _, p := range problems {
+		t.Error(p)
+	}
+	if conns < 1 {
+		t.Errorf("packet capture saw no HBONE connection between the pods")
+	}
+	t.Logf("packet capture between the pods: %d HBONE connections (to :15008), only TLS, %d problems", conns, len(problems))
 	if after := mtls(); after-before < 20 {
 		t.Errorf("mutual-TLS connections with both principals counted by the destination ztunnel: %v → %v, want +20", before, after)
+	}
+	intruderPrincipal := fmt.Sprintf(`source_principal="spiffe://cluster.local/ns/%s/sa/intruder"`, ns)
+	if text := httpGet(t, nodeMetrics); !strings.Contains(text, intruderPrincipal) {
+		t.Errorf("the new pod's traffic is not in ztunnel's metrics under its own principal (%s)", intruderPrincipal)
 	}
 
 	// L4 policy: DENY from this namespace blocks, deleting it restores.
@@ -175,8 +210,12 @@ spec:
 	// through in plaintext. When it is back, traffic resumes over mTLS.
 	kubectl(t, "", "-n", "istio-system", "patch", "daemonset/ztunnel", "--type=merge", "-p", `{"spec":{"template":{"spec":{"nodeSelector":{"ambient-lite.test/no-such-node":"x"}}}}}`)
 	kubectl(t, "", "-n", "istio-system", "wait", "--for=delete", "pod", "-l", "app=ztunnel", "--timeout=60s")
+	cap = sniff(t, podIPs()...)
 	if r := meshechoClient(t, ns, 5, "http://echo:8080/"); r.OK != 0 {
 		t.Errorf("with ztunnel gone: %d of 5 answered — enrolled traffic must fail closed", r.OK)
+	}
+	if _, problems := tlsOnly(cap.stop(), 15008, []byte("GET /")); len(problems) > 0 {
+		t.Errorf("with ztunnel gone, between the pods on the wire: %q", problems)
 	}
 	kubectl(t, "", "-n", "istio-system", "patch", "daemonset/ztunnel", "--type=json", "-p", `[{"op":"remove","path":"/spec/template/spec/nodeSelector"}]`)
 	kubectl(t, "", "-n", "istio-system", "rollout", "status", "daemonset/ztunnel", "--timeout=120s")
@@ -201,11 +240,17 @@ spec:
 		return nil
 	})
 	before = mtls()
+	cap = sniff(t, podIPs()...)
 	if r := meshechoClient(t, ns, 10, "http://echo:8080/"); r.OK != 10 {
 		t.Fatalf("after leaving the mesh: %+v", r)
 	}
 	if after := mtls(); after != before {
 		t.Errorf("ztunnel still carried traffic after the label was removed: %v → %v", before, after)
+	}
+	// The same capture now sees the plaintext requests: the check above
+	// would have caught them.
+	if _, problems := tlsOnly(cap.stop(), 15008, []byte("GET /")); len(problems) == 0 {
+		t.Errorf("packet capture after leaving the mesh saw no plaintext: the capture itself is not working")
 	}
 }
 
