@@ -30,21 +30,30 @@ import (
 	"github.com/ambientlite/mesh/internal/hbone"
 	"github.com/ambientlite/mesh/internal/meshcert"
 	"github.com/ambientlite/mesh/istiod-lite/ca"
+	"github.com/ambientlite/mesh/istiod-lite/xds"
 )
 
-// The waypoint runs in-process against the real istiod-lite CA (a test-only
-// import) served over gRPC on loopback TLS; the CA's Authenticator is the
-// one fake, mapping bearer tokens to service accounts as TokenReview would.
+// The waypoint runs in-process against the real istiod-lite CA and config
+// server (test-only imports) served over gRPC on loopback TLS, as istiod
+// serves both on 15012; their Authenticators are the one fake, mapping
+// bearer tokens to service accounts as TokenReview would.
 
 const (
 	caServerName  = "istiod.istio-system.svc"
 	waypointToken = "waypoint-token"
 	clientToken   = "client-token"
+	otherToken    = "other-token"
+	backendToken  = "backend-token"
 )
 
 var (
 	waypointID = hbone.Identity{TrustDomain: "cluster.local", Namespace: "shop", ServiceAccount: "waypoint"}
 	clientID   = hbone.Identity{TrustDomain: "cluster.local", Namespace: "shop", ServiceAccount: "frontend"}
+	// otherID is a client in another namespace (consumer routes).
+	otherID = hbone.Identity{TrustDomain: "cluster.local", Namespace: "other", ServiceAccount: "client"}
+	// backendID is the identity of every backend workload behind the test
+	// ztunnel.
+	backendID = hbone.Identity{TrustDomain: "cluster.local", Namespace: "shop", ServiceAccount: "reviews"}
 )
 
 type tokenAuth map[string]ca.Caller
@@ -59,16 +68,28 @@ func (m tokenAuth) Authenticate(ctx context.Context) (ca.Caller, error) {
 	return ca.Caller{}, errors.New("token not recognised")
 }
 
-// testCA is a CA serving CreateCertificate on loopback, with root-cert.pem
-// written to dir.
+// xdsAuth is tokenAuth for the config server.
+type xdsAuth map[string]ca.Caller
+
+func (m xdsAuth) Authenticate(ctx context.Context) (xds.Proxy, error) {
+	c, err := tokenAuth(m).Authenticate(ctx)
+	if err != nil {
+		return xds.Proxy{}, err
+	}
+	return xds.Proxy{Identity: hbone.Identity{TrustDomain: "cluster.local", Namespace: c.Identity.Namespace, ServiceAccount: c.Identity.ServiceAccount}.String()}, nil
+}
+
+// testCA is a CA serving CreateCertificate and a config server serving
+// delta ADS (from store) on loopback, with root-cert.pem written to dir.
 type testCA struct {
 	authority *ca.Authority
+	store     *xds.Store
 	addr      string
 	dir       string
 	rootFile  string
 }
 
-func startCA(t *testing.T) *testCA {
+func startCA(t testing.TB) *testCA {
 	t.Helper()
 	a, err := ca.NewSelfSigned(ca.Config{}, time.Now())
 	if err != nil {
@@ -78,10 +99,18 @@ func startCA(t *testing.T) *testCA {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := ca.NewServer(ca.ServerConfig{Authority: a, Authenticator: tokenAuth{
+	callers := tokenAuth{
 		waypointToken: {Identity: ca.Identity{Namespace: waypointID.Namespace, ServiceAccount: waypointID.ServiceAccount}},
 		clientToken:   {Identity: ca.Identity{Namespace: clientID.Namespace, ServiceAccount: clientID.ServiceAccount}},
-	}})
+		otherToken:    {Identity: ca.Identity{Namespace: otherID.Namespace, ServiceAccount: otherID.ServiceAccount}},
+		backendToken:  {Identity: ca.Identity{Namespace: backendID.Namespace, ServiceAccount: backendID.ServiceAccount}},
+	}
+	srv, err := ca.NewServer(ca.ServerConfig{Authority: a, Authenticator: callers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := xds.NewStore(nil)
+	xsrv, err := xds.NewServer(xds.Config{Store: store, Authenticator: xdsAuth(callers), Debounce: 10 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,17 +120,30 @@ func startCA(t *testing.T) *testCA {
 	}
 	g := grpc.NewServer(grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{serving}, MinVersion: tls.VersionTLS13})))
 	srv.Register(g)
+	xsrv.Register(g)
 	go g.Serve(lis) //nolint:errcheck // returns on Stop
 	t.Cleanup(g.Stop)
-	tc := &testCA{authority: a, addr: lis.Addr().String(), dir: t.TempDir()}
+	tc := &testCA{authority: a, store: store, addr: lis.Addr().String(), dir: t.TempDir()}
 	tc.rootFile = filepath.Join(tc.dir, "root-cert.pem")
 	writeFile(t, tc.rootFile, string(a.RootsPEM()))
 	return tc
 }
 
+// waypointArgs are the flags that point a waypoint at tc, with its token
+// in tokenFile and every listener on a loopback port.
+func (tc *testCA) waypointArgs(tokenFile string) []string {
+	return []string{
+		"--pod-namespace", waypointID.Namespace, "--service-account", waypointID.ServiceAccount,
+		"--ca-address", tc.addr, "--ca-server-name", caServerName,
+		"--xds-address", tc.addr, "--xds-server-name", caServerName,
+		"--token-file", tokenFile, "--root-cert-file", tc.rootFile,
+		"--hbone-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--status-addr", "127.0.0.1:0",
+	}
+}
+
 // certificate fetches a certificate for the identity of token through
 // meshcert, as another workload would.
-func (tc *testCA) certificate(t *testing.T, token string, id hbone.Identity) *meshcert.Certificate {
+func (tc *testCA) certificate(t testing.TB, token string, id hbone.Identity) *meshcert.Certificate {
 	t.Helper()
 	tokenFile := filepath.Join(t.TempDir(), "token")
 	writeFile(t, tokenFile, token)
@@ -117,7 +159,7 @@ func (tc *testCA) certificate(t *testing.T, token string, id hbone.Identity) *me
 	return cert
 }
 
-func writeFile(t *testing.T, name, content string) {
+func writeFile(t testing.TB, name, content string) {
 	t.Helper()
 	if err := os.WriteFile(name, []byte(content), 0o600); err != nil {
 		t.Fatal(err)
@@ -125,7 +167,7 @@ func writeFile(t *testing.T, name, content string) {
 }
 
 // startEcho runs a loopback TCP echo server that half-closes after EOF.
-func startEcho(t *testing.T) string {
+func startEcho(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -194,7 +236,7 @@ next:
 }
 
 // waitLog waits for a record as find describes it.
-func (l *logSink) waitLog(t *testing.T, msg string, attrs map[string]any) map[string]any {
+func (l *logSink) waitLog(t testing.TB, msg string, attrs map[string]any) map[string]any {
 	t.Helper()
 	var rec map[string]any
 	waitFor(t, "log "+msg, func() bool { rec = l.find(msg, attrs); return rec != nil })
@@ -202,13 +244,13 @@ func (l *logSink) waitLog(t *testing.T, msg string, attrs map[string]any) map[st
 }
 
 // addr returns the address the waypoint logged for a listener.
-func (l *logSink) addr(t *testing.T, listener string) string {
+func (l *logSink) addr(t testing.TB, listener string) string {
 	t.Helper()
 	return l.waitLog(t, "listening", map[string]any{"listener": listener})["addr"].(string)
 }
 
 // waitFor polls cond until it holds, failing the test after 10 s.
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !cond() {
@@ -222,7 +264,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 var httpClient = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 
 // get returns the status and body of GET url.
-func get(t *testing.T, url string) (int, string) {
+func get(t testing.TB, url string) (int, string) {
 	t.Helper()
 	resp, err := httpClient.Get(url)
 	if err != nil {
@@ -238,7 +280,7 @@ func get(t *testing.T, url string) (int, string) {
 
 // checkNoLeaks fails the test if goroutines started during it still run
 // shortly after its cleanups (registered later, so run earlier).
-func checkNoLeaks(t *testing.T) {
+func checkNoLeaks(t testing.TB) {
 	before := runtime.NumGoroutine()
 	t.Cleanup(func() {
 		deadline := time.Now().Add(5 * time.Second)
@@ -256,7 +298,7 @@ func checkNoLeaks(t *testing.T) {
 
 // foreignCertificate is a certificate for id from another CA than the
 // mesh's.
-func foreignCertificate(t *testing.T, other *ca.Authority, id hbone.Identity) *tls.Certificate {
+func foreignCertificate(t testing.TB, other *ca.Authority, id hbone.Identity) *tls.Certificate {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {

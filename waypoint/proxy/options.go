@@ -39,18 +39,21 @@ type Options struct {
 	GatewayName    string // GATEWAY_NAME, for logs
 	TrustDomain    string // TRUST_DOMAIN
 
-	CAAddress    string // CA_ADDRESS
-	CAServerName string
-	XDSAddress   string // XDS_ADDRESS, not used yet
-	TokenFile    string
-	RootCertFile string
-	CertTTL      time.Duration
+	CAAddress     string // CA_ADDRESS
+	CAServerName  string
+	XDSAddress    string // XDS_ADDRESS
+	XDSServerName string
+	TokenFile     string
+	RootCertFile  string
+	CertTTL       time.Duration
 
 	HBONEAddr     string
 	MetricsAddr   string
 	StatusAddr    string
 	DrainGrace    time.Duration
 	AllowLoopback bool
+
+	MaxRequestBody int64 // bytes; 0 means no limit
 }
 
 // newFlagSet binds o's fields to flags whose defaults come from getenv.
@@ -72,7 +75,8 @@ func newFlagSet(o *Options, getenv func(string) string) *flag.FlagSet {
 	fs.StringVar(&o.TrustDomain, "trust-domain", env("TRUST_DOMAIN", DefaultTrustDomain), "SPIFFE trust domain of the mesh; HBONE clients must belong to it (env TRUST_DOMAIN)")
 	fs.StringVar(&o.CAAddress, "ca-address", env("CA_ADDRESS", DefaultCAAddress), "host:port of the certificate service (env CA_ADDRESS)")
 	fs.StringVar(&o.CAServerName, "ca-server-name", "", "name the CA's certificate must carry (default: the host of --ca-address)")
-	fs.StringVar(&o.XDSAddress, "xds-address", env("XDS_ADDRESS", DefaultCAAddress), "host:port of the configuration server (env XDS_ADDRESS; not used yet: no route configuration stream)")
+	fs.StringVar(&o.XDSAddress, "xds-address", env("XDS_ADDRESS", DefaultCAAddress), "host:port of the configuration server: delta ADS for workloads, services and routes (env XDS_ADDRESS)")
+	fs.StringVar(&o.XDSServerName, "xds-server-name", "", "name the configuration server's certificate must carry (default: the host of --xds-address)")
 	fs.StringVar(&o.TokenFile, "token-file", meshcert.DefaultTokenFile, "service-account token (audience istio-ca) sent to the CA, read on every request")
 	fs.StringVar(&o.RootCertFile, "root-cert-file", meshcert.DefaultRootCertFile, "PEM mesh roots (ConfigMap istio-ca-root-cert)")
 	fs.DurationVar(&o.CertTTL, "cert-ttl", meshcert.DefaultTTL, "lifetime of the certificate asked for; renewed at half-life")
@@ -80,7 +84,8 @@ func newFlagSet(o *Options, getenv func(string) string) *flag.FlagSet {
 	fs.StringVar(&o.MetricsAddr, "metrics-addr", DefaultMetricsAddr, "Prometheus listener: /metrics and /stats/prometheus")
 	fs.StringVar(&o.StatusAddr, "status-addr", DefaultStatusAddr, "readiness listener: /healthz/ready")
 	fs.DurationVar(&o.DrainGrace, "drain-grace", DefaultDrainGrace, "on SIGTERM, how long open tunnels may finish before they are cut")
-	fs.BoolVar(&o.AllowLoopback, "allow-loopback-destinations", false, "let tunnels reach this pod's own loopback addresses (tests and local runs only)")
+	fs.BoolVar(&o.AllowLoopback, "allow-loopback-destinations", false, "let tunnels and plain-TCP upstreams reach this pod's own loopback addresses (tests and local runs only)")
+	fs.Int64Var(&o.MaxRequestBody, "max-request-body-bytes", DefaultMaxRequestBody, "largest HTTP request body accepted (413 beyond); 0: no limit")
 	return fs
 }
 
@@ -130,6 +135,9 @@ func (o Options) Validate() error {
 	if o.CertTTL < time.Minute {
 		errs = append(errs, fmt.Errorf("--cert-ttl %v: want at least 1m", o.CertTTL))
 	}
+	if o.MaxRequestBody < 0 {
+		errs = append(errs, fmt.Errorf("--max-request-body-bytes %d must not be negative (0: no limit)", o.MaxRequestBody))
+	}
 	if o.DrainGrace < 0 {
 		errs = append(errs, fmt.Errorf("--drain-grace %v must not be negative", o.DrainGrace))
 	}
@@ -137,6 +145,15 @@ func (o Options) Validate() error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// limits are the data path's limits from the options.
+func (o Options) limits() Limits {
+	l := Limits{MaxRequestBody: o.MaxRequestBody}
+	if l.MaxRequestBody == 0 {
+		l.MaxRequestBody = -1 // Limits: negative is no limit
+	}
+	return l
 }
 
 // identity is the waypoint's own SPIFFE identity.

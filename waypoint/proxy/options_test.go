@@ -44,6 +44,7 @@ func TestParseOptions(t *testing.T) {
 		MetricsAddr:    ":15020",
 		StatusAddr:     ":15021",
 		DrainGrace:     5 * time.Second,
+		MaxRequestBody: DefaultMaxRequestBody,
 	}
 	for _, c := range []struct {
 		name    string
@@ -68,6 +69,16 @@ func TestParseOptions(t *testing.T) {
 				o.LogLevel, o.DrainGrace, o.HBONEAddr = "debug", 30*time.Second, "127.0.0.1:15008"
 			},
 		},
+		{
+			name: "configuration server and body limit",
+			env:  controllerEnv,
+			args: []string{"--xds-address=10.0.0.2:15012", "--xds-server-name=istiod.istio-system.svc", "--max-request-body-bytes=0"},
+			want: func(o *Options) {
+				o.XDSAddress, o.XDSServerName, o.MaxRequestBody = "10.0.0.2:15012", "istiod.istio-system.svc", 0
+			},
+		},
+		{name: "bad xDS address", env: controllerEnv, args: []string{"--xds-address=istiod"}, wantErr: `--xds-address "istiod": want host:port`},
+		{name: "negative body limit", env: controllerEnv, args: []string{"--max-request-body-bytes=-1"}, wantErr: "--max-request-body-bytes"},
 		{name: "no namespace", env: map[string]string{"SERVICE_ACCOUNT": "waypoint"}, wantErr: "--pod-namespace (env POD_NAMESPACE) is required"},
 		{name: "no service account", env: map[string]string{"POD_NAMESPACE": "shop"}, wantErr: "--service-account (env SERVICE_ACCOUNT) is required"},
 		{name: "unknown flag", env: controllerEnv, args: []string{"--bogus"}, wantErr: "flag provided but not defined: -bogus"},
@@ -100,6 +111,15 @@ func TestParseOptions(t *testing.T) {
 				t.Errorf("options (-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+func TestOptionsLimits(t *testing.T) {
+	if got := (Options{MaxRequestBody: 0}).limits().MaxRequestBody; got >= 0 {
+		t.Errorf("--max-request-body-bytes=0 gives limit %d, want none (negative)", got)
+	}
+	if got := (Options{MaxRequestBody: 10}).limits().MaxRequestBody; got != 10 {
+		t.Errorf("limit %d, want 10", got)
 	}
 }
 

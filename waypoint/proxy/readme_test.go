@@ -7,7 +7,8 @@ import (
 	"testing"
 )
 
-// waypoint/README.md documents every flag, metric and port; keep it so.
+// waypoint/README.md documents every flag, metric, label, response flag,
+// limit and port; keep it so.
 func TestREADMEFacts(t *testing.T) {
 	b, err := os.ReadFile("../README.md")
 	if err != nil {
@@ -19,7 +20,18 @@ func TestREADMEFacts(t *testing.T) {
 		facts = append(facts, "`--"+f.Name+"`")
 	})
 	facts = append(facts, metricOpened, metricClosed, metricSent, metricReceived, metricRequests,
-		"15008", "15020", "15021", "/healthz/ready", "/stats/prometheus", "tunnel closed")
+		metricHTTPRequests, metricHTTPDuration, metricHTTPReqBytes, metricHTTPRespBytes,
+		metricRetries, metricMirrors, metricTCPFailed, metricRouteUpdates, metricRouteProblems, metricPanics,
+		"15008", "15020", "15021", "/healthz/ready", "/stats/prometheus", "tunnel closed", "`request`")
+	for _, l := range requestLabels {
+		facts = append(facts, "`"+l+"`")
+	}
+	for _, f := range []string{flagNoRoute, flagNoHealthy, flagUpstreamConnect, flagUpstreamReset, flagTimeout,
+		flagRetryLimit, flagDownstream, flagInvalidBackend, flagTooLarge, flagDenied, flagInternal} {
+		facts = append(facts, "`"+f+"`")
+	}
+	// Limits and their defaults.
+	facts = append(facts, "64 KiB", "60 KiB", "1 GiB", "100 ms", "1 h")
 	for _, f := range facts {
 		if !strings.Contains(readme, f) {
 			t.Errorf("README.md does not mention %s", f)

@@ -10,11 +10,14 @@ import (
 )
 
 // readiness answers GET /healthz/ready: 200 once the waypoint holds a valid
-// certificate and its HBONE listener is up, 503 with the reason otherwise
-// (and from the moment it starts draining).
+// certificate, has its first configuration from istiod-lite and its HBONE
+// listener is up, 503 with the reason otherwise (and from the moment it
+// starts draining).
 type readiness struct {
 	src        *meshcert.Source
 	now        func() time.Time
+	config     func() bool   // the first configuration has arrived
+	xdsErr     func() string // the configuration stream's last error, for the reason
 	listenerUp atomic.Bool
 	draining   atomic.Bool
 }
@@ -32,6 +35,11 @@ func (r *readiness) notReady() string {
 		return "no certificate yet"
 	case !r.now().Before(cert.NotAfter()):
 		return fmt.Sprintf("certificate expired at %s; renewal failing: %v", cert.NotAfter().UTC().Format(time.RFC3339), r.src.Err())
+	case !r.config():
+		if e := r.xdsErr(); e != "" {
+			return "no configuration from istiod yet: " + e
+		}
+		return "no configuration from istiod yet"
 	case !r.listenerUp.Load():
 		return "HBONE listener not up yet"
 	}

@@ -9,11 +9,15 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/ambientlite/mesh/internal/hbone"
 	"github.com/ambientlite/mesh/internal/meshcert"
+	"github.com/ambientlite/mesh/internal/xdsclient"
+	"github.com/ambientlite/mesh/ztunnel/state"
 )
 
 // ErrUsage marks a command-line mistake; main exits 2 on it. The usage has
@@ -36,8 +40,9 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return serve(ctx, o, log)
 }
 
-// serve runs the waypoint: status and metrics listeners at once, then the
-// certificate, then the HBONE listener; on ctx's end, the drain.
+// serve runs the waypoint: status and metrics listeners at once, the
+// configuration stream and the certificate, then (once both are there) the
+// HBONE listener; on ctx's end, the drain.
 func serve(ctx context.Context, o Options, log *slog.Logger) error {
 	id := o.identity()
 	log.Info("starting", "identity", id.String(), "gateway", o.GatewayName, "pod", o.PodName,
@@ -57,10 +62,37 @@ func serve(ctx context.Context, o Options, log *slog.Logger) error {
 	}
 	defer client.Close()
 	src := &meshcert.Source{Fetcher: client, Identity: id, Logger: log}
-	ready := &readiness{src: src, now: time.Now}
+
+	// Configuration: workloads and services into the store, routes into
+	// the route table, over one delta ADS stream authenticated by the
+	// pod's token (as ztunnel does).
+	var ips []netip.Addr
+	if ip, err := netip.ParseAddr(o.InstanceIP); err == nil {
+		ips = append(ips, ip)
+	}
+	xc, err := xdsclient.New(xdsclient.Config{
+		Address:      o.XDSAddress,
+		ServerName:   o.XDSServerName,
+		RootCertFile: o.RootCertFile,
+		Token:        xdsclient.FileToken(o.TokenFile),
+		Node: xdsclient.Node{Type: "waypoint", IPs: ips, PodName: o.PodName, PodNamespace: o.PodNamespace,
+			NodeName: o.NodeName, Metadata: map[string]string{"GATEWAY_NAME": o.GatewayName}},
+		Logger:     log.With("component", "xds"),
+		Registerer: m.reg,
+	})
+	if err != nil {
+		return err
+	}
+	store := state.New(state.Config{Node: o.NodeName})
+	routes := newRouteTable(log.With("component", "routes"), m)
+	cw, err := watchConfig(xc, store, routes)
+	if err != nil {
+		return err
+	}
+	ready := &readiness{src: src, now: time.Now, config: cw.received, xdsErr: func() string { return xc.Status().LastError }}
 
 	// Probes and metrics answer from the start: not ready until the
-	// certificate and the HBONE listener are there.
+	// certificate, the configuration and the HBONE listener are there.
 	stopHTTP, err := serveHTTP(log, []httpListener{
 		{"status", o.StatusAddr, ready.handler()},
 		{"metrics", o.MetricsAddr, m.handler()},
@@ -70,14 +102,19 @@ func serve(ctx context.Context, o Options, log *slog.Logger) error {
 	}
 	defer stopHTTP()
 
-	// The certificate is renewed for as long as tunnels may run, drain
-	// included, so it has its own context.
-	srcCtx, stopSrc := context.WithCancel(context.Background())
-	srcDone := make(chan error, 1)
-	go func() { srcDone <- src.Run(srcCtx) }()
-	defer func() { stopSrc(); <-srcDone }()
+	// The certificate is renewed and the configuration followed for as
+	// long as tunnels may run, drain included: their own contexts.
+	bgCtx, stopBg := context.WithCancel(context.Background())
+	var bg sync.WaitGroup
+	defer func() { stopBg(); bg.Wait() }()
+	bg.Go(func() { src.Run(bgCtx) })
+	bg.Go(func() { xc.Run(bgCtx) })
 	if _, err := src.Wait(ctx); err != nil {
 		log.Info("stopped before a certificate was issued", "lastError", errString(src.Err()))
+		return nil
+	}
+	if !waitUntil(ctx, cw.received) {
+		log.Info("stopped before the configuration arrived", "lastError", xc.Status().LastError)
 		return nil
 	}
 
@@ -86,17 +123,29 @@ func serve(ctx context.Context, o Options, log *slog.Logger) error {
 		return fmt.Errorf("HBONE listener: %w", err)
 	}
 	dl := newDrainListener(ln)
-	ups := &upstreams{m: m}
+	dialer := &hbone.Dialer{Certificate: src.Certificate, Roots: src.Roots(), Logger: log.With("component", "hbone-dialer")}
+	defer dialer.Close()
+	dp, err := newDataPlane(dataPlaneConfig{
+		Identity: id, Dialer: dialer, Store: store, Routes: routes,
+		Limits: o.limits(), AllowLoopback: o.AllowLoopback, Metrics: m,
+		Log: log, AccessLog: log,
+	})
+	if err != nil {
+		ln.Close()
+		return err
+	}
 	srv := &hbone.Server{
 		TLS:            src.ServerTLS(),
 		TrustDomain:    o.TrustDomain,
-		Dial:           ups.dial,
+		Authorize:      dp.admitTunnel,
+		Handle:         dp.handleTunnel,
 		CheckAuthority: checkAuthority(o.AllowLoopback),
-		OnTunnelClose:  tunnelClosed(m, log),
+		OnTunnelClose:  dp.tunnelClosed,
 		Logger:         log,
 	}
 	if err := srv.Validate(); err != nil {
 		ln.Close()
+		dp.close()
 		return err
 	}
 	// Serve's context cuts every tunnel when it ends, so it ends only after
@@ -110,18 +159,37 @@ func serve(ctx context.Context, o Options, log *slog.Logger) error {
 	select {
 	case err := <-served:
 		stopServe()
+		dialer.Close()
+		dp.close()
 		return fmt.Errorf("HBONE server: %w", err)
 	case <-ctx.Done():
 	}
 
 	ready.draining.Store(true)
 	dl.stopAccepting()
-	log.Info("draining", "grace", o.DrainGrace.String(), "tunnels", ups.active.Load())
-	cut := drain(&ups.active, o.DrainGrace)
+	dp.shutdown()
+	log.Info("draining", "grace", o.DrainGrace.String(), "tunnels", dp.active.Load())
+	cut := drain(&dp.active, o.DrainGrace)
 	stopServe()
 	err = <-served
+	dialer.Close() // fails mirrors and upstream requests still running
+	dp.close()
 	log.Info("stopped", "tunnelsCut", cut)
 	return err
+}
+
+// waitUntil polls cond until it holds (true) or ctx ends (false).
+func waitUntil(ctx context.Context, cond func() bool) bool {
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-tick.C:
+		}
+	}
+	return true
 }
 
 // drain waits until no tunnel is open or grace has passed, and returns how

@@ -54,14 +54,10 @@ func TestRunCarriesTunnels(t *testing.T) {
 	tokenFile := filepath.Join(tc.dir, "istio-token")
 	writeFile(t, tokenFile, "not-accepted-yet")
 
-	logs, stop := runWaypoint(t,
-		"--pod-namespace", waypointID.Namespace, "--service-account", waypointID.ServiceAccount,
+	logs, stop := runWaypoint(t, append(tc.waypointArgs(tokenFile),
 		"--pod-name", "waypoint-7d9f-abcde", "--gateway-name", "waypoint",
-		"--ca-address", tc.addr, "--ca-server-name", caServerName,
-		"--token-file", tokenFile, "--root-cert-file", tc.rootFile,
-		"--hbone-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--status-addr", "127.0.0.1:0",
 		"--allow-loopback-destinations", "--drain-grace", "15s", "--log-level", "debug",
-	)
+	)...)
 	readyURL := "http://" + logs.addr(t, "status") + "/healthz/ready"
 	metricsURL := "http://" + logs.addr(t, "metrics") + "/metrics"
 
@@ -175,13 +171,9 @@ func TestRunCutsTunnelsAfterGrace(t *testing.T) {
 	echo := startEcho(t)
 	tokenFile := filepath.Join(tc.dir, "istio-token")
 	writeFile(t, tokenFile, waypointToken)
-	logs, stop := runWaypoint(t,
-		"--pod-namespace", waypointID.Namespace, "--service-account", waypointID.ServiceAccount,
-		"--ca-address", tc.addr, "--ca-server-name", caServerName,
-		"--token-file", tokenFile, "--root-cert-file", tc.rootFile,
-		"--hbone-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--status-addr", "127.0.0.1:0",
+	logs, stop := runWaypoint(t, append(tc.waypointArgs(tokenFile),
 		"--allow-loopback-destinations", "--drain-grace", "200ms",
-	)
+	)...)
 	hboneAddr := logs.addr(t, "hbone")
 	clientCert := tc.certificate(t, clientToken, clientID)
 	d := &hbone.Dialer{
@@ -210,12 +202,7 @@ func TestRunRefusesLoopbackByDefault(t *testing.T) {
 	echo := startEcho(t)
 	tokenFile := filepath.Join(tc.dir, "istio-token")
 	writeFile(t, tokenFile, waypointToken)
-	logs, _ := runWaypoint(t,
-		"--pod-namespace", waypointID.Namespace, "--service-account", waypointID.ServiceAccount,
-		"--ca-address", tc.addr, "--ca-server-name", caServerName,
-		"--token-file", tokenFile, "--root-cert-file", tc.rootFile,
-		"--hbone-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--status-addr", "127.0.0.1:0",
-	)
+	logs, _ := runWaypoint(t, tc.waypointArgs(tokenFile)...)
 	hboneAddr := logs.addr(t, "hbone")
 	clientCert := tc.certificate(t, clientToken, clientID)
 	d := &hbone.Dialer{

@@ -308,3 +308,61 @@ func TestDestinationCIDRVIP(t *testing.T) {
 }
 
 func proto32(v uint32) *uint32 { return &v }
+
+// TestWaypointDestination: a waypoint resolves the services and workloads
+// it fronts to their endpoints, never to a waypoint (itself).
+func TestWaypointDestination(t *testing.T) {
+	s := storeWith(t, Config{}, meshAddresses())
+	for _, c := range []struct {
+		name     string
+		dialed   string
+		clientNS string
+		want     dest
+		wantErr  error
+	}{
+		{
+			name: "vip of a service with a waypoint: its endpoints, not the waypoint (cart has none)", dialed: "10.96.0.70:80",
+			wantErr: ErrNoHealthyEndpoint,
+		},
+		{
+			name: "vip without waypoint", dialed: "10.96.0.40:9080", clientNS: "shop",
+			want: dest{"direct", "HBONE", "10.244.0.40:15008", "10.244.0.40:9080", "reviews-0", "reviews.shop", "spiffe://cluster.local/ns/shop/sa/reviews-0"},
+		},
+		{
+			name:   "workload ip with a workload waypoint goes to the workload",
+			dialed: "10.244.0.90:5432",
+			want:   dest{"direct", "HBONE", "10.244.0.90:15008", "10.244.0.90:5432", "db-0", "", "spiffe://cluster.local/ns/shop/sa/db-0"},
+		},
+		{name: "passthrough service", dialed: "10.96.0.83:80", want: dest{Kind: "passthrough", Address: "10.96.0.83:80", Service: "pass.shop"}},
+		{name: "unknown ip", dialed: "93.184.216.34:443", want: dest{Kind: "passthrough", Address: "93.184.216.34:443"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			a := ap(c.dialed)
+			d, err := s.WaypointDestination("", a.Addr(), a.Port(), c.clientNS)
+			if c.wantErr != nil {
+				if !errors.Is(err, c.wantErr) {
+					t.Fatalf("err %v, want %v", err, c.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(c.want, summarize(d)); diff != "" {
+				t.Errorf("(-want +got):\n%s", diff)
+			}
+		})
+	}
+
+	d, err := s.ServiceDestination("", svcKey("shop", "reviews"), 9080)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := dest{"direct", "HBONE", "10.244.0.40:15008", "10.244.0.40:9080", "reviews-0", "reviews.shop", "spiffe://cluster.local/ns/shop/sa/reviews-0"}
+	if diff := cmp.Diff(want, summarize(d)); diff != "" {
+		t.Errorf("ServiceDestination (-want +got):\n%s", diff)
+	}
+	if _, err := s.ServiceDestination("", svcKey("shop", "nope"), 80); !errors.Is(err, ErrNoHealthyEndpoint) {
+		t.Errorf("unknown service: %v, want ErrNoHealthyEndpoint", err)
+	}
+}
