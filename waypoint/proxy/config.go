@@ -4,8 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"runtime/debug"
+	"slices"
 	"sync/atomic"
 
 	"github.com/ambientlite/mesh/internal/routeapi"
@@ -90,7 +92,7 @@ func (rt *routeTable) apply(ups []xdsclient.TypedResource[*routeapi.ServiceRoute
 	rt.cur.Store(next)
 	if len(problems) == 0 {
 		rt.m.routeUpdates.WithLabelValues("applied").Inc()
-		rt.log.Debug("routes updated", "upserts", len(upserts), "removed", len(removed))
+		rt.log.Info("routes updated", "upserts", slices.Sorted(maps.Keys(upserts)), "removed", removed)
 		return nil
 	}
 	rt.m.routeUpdates.WithLabelValues("partial").Inc()
