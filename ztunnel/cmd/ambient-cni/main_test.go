@@ -35,11 +35,16 @@ func TestBinary(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := make(chan cniplugin.AddRequest, 1)
-	srv := &http.Server{Handler: cniplugin.AgentHandler(func(_ context.Context, r cniplugin.AddRequest) (cniplugin.AddResponse, error) {
+	passed := make(chan bool, 1)
+	srv := &http.Server{Handler: cniplugin.AgentHandler(func(_ context.Context, r cniplugin.AddRequest, netns *os.File) (cniplugin.AddResponse, error) {
+		passed <- netns != nil
+		if netns != nil {
+			netns.Close()
+		}
 		got <- r
 		return cniplugin.AddResponse{Enrolled: r.PodNamespace == "demo"}, nil
-	}, nil)}
-	go srv.Serve(ln)
+	}, nil), ConnContext: cniplugin.AgentConnContext}
+	go srv.Serve(cniplugin.AgentListener(ln))
 	defer srv.Close()
 
 	const prev = `{"cniVersion":"0.4.0","interfaces":[{"name":"eth0"}],"ips":[{"version":"4","interface":0,"address":"10.244.0.9/24"}],"dns":{}}`
@@ -53,7 +58,10 @@ func TestBinary(t *testing.T) {
 		err := cmd.Run()
 		return out.String(), err
 	}
-	base := []string{"CNI_CONTAINERID=c1", "CNI_NETNS=/var/run/netns/cni-9", "CNI_IFNAME=eth0", "CNI_PATH=/opt/cni/bin"}
+	// The plugin opens CNI_NETNS and passes it to the agent; any file the
+	// plugin can open stands in for the sandbox's namespace here.
+	const netns = "/proc/self/ns/net"
+	base := []string{"CNI_CONTAINERID=c1", "CNI_NETNS=" + netns, "CNI_IFNAME=eth0", "CNI_PATH=/opt/cni/bin"}
 
 	out, err := run(append(base, "CNI_COMMAND=ADD", "CNI_ARGS=IgnoreUnknown=1;K8S_POD_NAMESPACE=demo;K8S_POD_NAME=web-0")...)
 	if err != nil {
@@ -63,8 +71,11 @@ func TestBinary(t *testing.T) {
 		t.Errorf("ADD stdout %s, want prevResult %s", out, prev)
 	}
 	r := <-got
-	if r.PodNamespace != "demo" || r.PodName != "web-0" || r.NetNS != "/var/run/netns/cni-9" || len(r.IPs) != 1 || r.IPs[0].String() != "10.244.0.9" {
+	if r.PodNamespace != "demo" || r.PodName != "web-0" || r.NetNS != netns || len(r.IPs) != 1 || r.IPs[0].String() != "10.244.0.9" {
 		t.Errorf("agent got %+v", r)
+	}
+	if !<-passed {
+		t.Error("the plugin did not pass the network namespace as a file")
 	}
 
 	out, err = run("CNI_COMMAND=VERSION")
