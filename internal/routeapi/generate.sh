@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Regenerates routeapi.pb.go from routeapi.proto. `make generate` runs it
-# (through `go generate`); running it twice gives identical output.
+# Regenerates routeapi.pb.go and policy.pb.go from routeapi.proto and
+# policy.proto. `make generate` runs it (through `go generate`); running it
+# twice gives identical output.
 #
 # protoc is Debian's (installed with apt-get when missing, which needs root);
 # protoc-gen-go is built from the google.golang.org/protobuf version in
@@ -27,4 +28,4 @@ protoc \
 	--proto_path=/usr/include \
 	--go_out=. \
 	--go_opt=paths=source_relative \
-	routeapi.proto
+	routeapi.proto policy.proto

@@ -5,9 +5,14 @@
 // to it, compiled, resolved and sorted by precedence so that a waypoint can
 // apply them without any Kubernetes knowledge.
 //
-// routeapi.proto documents every field (defaults, units) and the algorithm a
-// waypoint follows; routeapi.pb.go is generated from it by generate.sh
-// (`make generate`). The package imports nothing but the protobuf runtime.
+// It also defines WaypointPolicy (policy.proto): an AuthorizationPolicy with
+// targetRefs, compiled for the waypoints it attaches to, one resource per
+// policy, named "<namespace>/<name>".
+//
+// routeapi.proto and policy.proto document every field (defaults, units)
+// and what a waypoint does with it; the .pb.go files are generated from
+// them by generate.sh (`make generate`). The package imports nothing but
+// the protobuf runtime.
 package routeapi
 
 //go:generate bash generate.sh
@@ -31,3 +36,13 @@ func (r *ServiceRoutes) ResourceName() string {
 
 // FullName is the protobuf full name of ServiceRoutes (TypeURL without its prefix).
 const FullName protoreflect.FullName = "ambientlite.route.v1.ServiceRoutes"
+
+// PolicyTypeURL is the xDS type URL of WaypointPolicy resources
+// (policy.proto).
+const PolicyTypeURL = "type.googleapis.com/ambientlite.route.v1.WaypointPolicy"
+
+// ResourceName is the xDS resource name of a WaypointPolicy:
+// "<namespace>/<name>" of its AuthorizationPolicy.
+func (p *WaypointPolicy) ResourceName() string {
+	return p.GetNamespace() + "/" + p.GetName()
+}

@@ -8,6 +8,7 @@ import (
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
 
@@ -15,6 +16,12 @@ func TestTypeURL(t *testing.T) {
 	full := (&ServiceRoutes{}).ProtoReflect().Descriptor().FullName()
 	if full != FullName || TypeURL != "type.googleapis.com/"+string(full) {
 		t.Errorf("TypeURL %q, FullName %q, descriptor %q", TypeURL, FullName, full)
+	}
+	if full := (&WaypointPolicy{}).ProtoReflect().Descriptor().FullName(); PolicyTypeURL != "type.googleapis.com/"+string(full) {
+		t.Errorf("PolicyTypeURL %q, descriptor %q", PolicyTypeURL, full)
+	}
+	if got := (&WaypointPolicy{Namespace: "shop", Name: "deny-admin"}).ResourceName(); got != "shop/deny-admin" {
+		t.Errorf("WaypointPolicy.ResourceName = %q", got)
 	}
 }
 
@@ -85,22 +92,23 @@ func TestRoundTrip(t *testing.T) {
 }
 
 // TestREADME checks that the README describes every message and enum of
-// the proto, and the type URL.
+// the protos, and the type URLs.
 func TestREADME(t *testing.T) {
 	b, err := os.ReadFile("README.md")
 	if err != nil {
 		t.Fatal(err)
 	}
 	readme := string(b)
-	fd := File_routeapi_proto
 	var names []string
-	for i := range fd.Messages().Len() {
-		names = append(names, string(fd.Messages().Get(i).Name()))
+	for _, fd := range []protoreflect.FileDescriptor{File_routeapi_proto, File_policy_proto} {
+		for i := range fd.Messages().Len() {
+			names = append(names, string(fd.Messages().Get(i).Name()))
+		}
+		for i := range fd.Enums().Len() {
+			names = append(names, string(fd.Enums().Get(i).Name()))
+		}
 	}
-	for i := range fd.Enums().Len() {
-		names = append(names, string(fd.Enums().Get(i).Name()))
-	}
-	names = append(names, TypeURL, "generate.sh")
+	names = append(names, TypeURL, PolicyTypeURL, "generate.sh")
 	for _, n := range names {
 		if !strings.Contains(readme, "`"+n+"`") {
 			t.Errorf("README.md does not mention `%s`", n)

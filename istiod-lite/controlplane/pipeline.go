@@ -18,7 +18,7 @@ import (
 )
 
 // servedTypes are the resource types the config server carries.
-var servedTypes = []string{xds.AddressType, xds.AuthorizationType, routeapi.TypeURL}
+var servedTypes = []string{xds.AddressType, xds.AuthorizationType, routeapi.TypeURL, routeapi.PolicyTypeURL}
 
 // pipeline turns the Kubernetes cache into served resources: on every
 // change (after a short quiet period) it rebuilds the ambient view, diffs it
@@ -114,31 +114,14 @@ func (p *pipeline) sync() error {
 	view := model.Build(p.modelCfg, snap)
 	// Policies first: a workload must never name a policy the proxy has
 	// not been sent yet.
-	if ac := model.DiffAuthorizations(p.prev, view); !ac.Empty() {
-		upserts := make(map[string]proto.Message, len(ac.Updated))
-		byName := map[string]proto.Message{}
-		for _, a := range view.Authorizations {
-			byName[model.AuthorizationResourceName(a)] = a
-		}
-		for _, n := range ac.Updated {
-			upserts[n] = byName[n]
-		}
-		if err := p.store.Update(xds.AuthorizationType, upserts, ac.Removed); err != nil {
-			return fmt.Errorf("authorizations: %w", err)
-		}
-		p.log.Debug("authorizations changed", "updated", len(ac.Updated), "removed", len(ac.Removed))
+	if err := p.storeChanges(xds.AuthorizationType, model.DiffAuthorizations(p.prev, view), view, authorizationsByName); err != nil {
+		return fmt.Errorf("authorizations: %w", err)
 	}
-	changes := model.Diff(p.prev, view)
-	if !changes.Empty() {
-		upserts := make(map[string]proto.Message, len(changes.Updated))
-		byName := addressesByName(view)
-		for _, n := range changes.Updated {
-			upserts[n] = byName[n]
-		}
-		if err := p.store.Update(xds.AddressType, upserts, changes.Removed); err != nil {
-			return fmt.Errorf("addresses: %w", err)
-		}
-		p.log.Debug("addresses changed", "updated", len(changes.Updated), "removed", len(changes.Removed))
+	if err := p.storeChanges(routeapi.PolicyTypeURL, model.DiffWaypointPolicies(p.prev, view), view, waypointPoliciesByName); err != nil {
+		return fmt.Errorf("waypoint policies: %w", err)
+	}
+	if err := p.storeChanges(xds.AddressType, model.Diff(p.prev, view), view, addressesByName); err != nil {
+		return fmt.Errorf("addresses: %w", err)
 	}
 	p.prev = view
 
@@ -154,6 +137,40 @@ func (p *pipeline) sync() error {
 	p.translations.Inc()
 	p.duration.Observe(time.Since(start).Seconds())
 	return nil
+}
+
+// storeChanges stores what changed in one type of resource: the names in
+// c.Updated, taken from byName(view), and the removals.
+func (p *pipeline) storeChanges(typeURL string, c model.Changes, view *model.View, byName func(*model.View) map[string]proto.Message) error {
+	if c.Empty() {
+		return nil
+	}
+	all := byName(view)
+	upserts := make(map[string]proto.Message, len(c.Updated))
+	for _, n := range c.Updated {
+		upserts[n] = all[n]
+	}
+	if err := p.store.Update(typeURL, upserts, c.Removed); err != nil {
+		return err
+	}
+	p.log.Debug("resources changed", "type", typeURL, "updated", len(c.Updated), "removed", len(c.Removed))
+	return nil
+}
+
+func authorizationsByName(v *model.View) map[string]proto.Message {
+	out := make(map[string]proto.Message, len(v.Authorizations))
+	for _, a := range v.Authorizations {
+		out[model.AuthorizationResourceName(a)] = a
+	}
+	return out
+}
+
+func waypointPoliciesByName(v *model.View) map[string]proto.Message {
+	out := make(map[string]proto.Message, len(v.WaypointPolicies))
+	for _, wp := range v.WaypointPolicies {
+		out[wp.ResourceName()] = wp
+	}
+	return out
 }
 
 func addressesByName(v *model.View) map[string]proto.Message {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"runtime"
 	"slices"
 	"testing"
@@ -12,20 +11,13 @@ import (
 
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/prometheus/client_golang/prometheus"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
-	dynamicfake "k8s.io/client-go/dynamic/fake"
-	"k8s.io/client-go/kubernetes/fake"
-	gatewayfake "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned/fake"
 
-	"github.com/ambientlite/mesh/istiod-lite/kube"
 	"github.com/ambientlite/mesh/istiod-lite/model"
 	"github.com/ambientlite/mesh/istiod-lite/xds"
 )
@@ -75,12 +67,6 @@ func scaleObjects(services, podsPerService int) []k8sruntime.Object {
 	return objs
 }
 
-type anyAuth struct{}
-
-func (anyAuth) Authenticate(context.Context) (xds.Proxy, error) {
-	return xds.Proxy{Identity: "spiffe://cluster.local/ns/istio-system/sa/ztunnel"}, nil
-}
-
 func heapInUse() uint64 {
 	runtime.GC()
 	runtime.GC()
@@ -106,23 +92,12 @@ func TestScalePushLatency(t *testing.T) {
 	}
 	base := heapInUse()
 	objs := scaleObjects(services, perService)
-	client := fake.NewClientset(objs...)
-	dyn := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(k8sruntime.NewScheme(), map[schema.GroupVersionResource]string{
-		kube.AuthorizationPolicyResource: "AuthorizationPolicyList",
-		kube.PeerAuthenticationResource:  "PeerAuthenticationList",
-	})
-	kc, err := kube.NewCache(kube.Clients{Kube: client, Gateway: gatewayfake.NewSimpleClientset(), Dynamic: dyn})
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	kc.Start(ctx)
-	if err := kc.WaitForSync(ctx); err != nil {
-		t.Fatal(err)
-	}
+	api := startFakeAPI(ctx, t, objs, nil, nil)
+	client := api.kube
 	store := xds.NewStore(nil)
-	pl, err := newPipeline(kc, store, model.Config{}, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	pl, err := newPipeline(api.cache, store, model.Config{}, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,27 +108,7 @@ func TestScalePushLatency(t *testing.T) {
 	fullBuild := time.Since(start)
 	go pl.run(ctx)
 
-	srv, err := xds.NewServer(xds.Config{Store: store, Authenticator: anyAuth{}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer()
-	srv.Register(gs)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go gs.Serve(lis)
-	defer gs.Stop()
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	stream, err := discovery.NewAggregatedDiscoveryServiceClient(conn).DeltaAggregatedResources(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	stream := serveXDS(ctx, t, store)
 	start = time.Now()
 	if err := stream.Send(&discovery.DeltaDiscoveryRequest{TypeUrl: xds.AddressType}); err != nil {
 		t.Fatal(err)
@@ -166,12 +121,7 @@ func TestScalePushLatency(t *testing.T) {
 	if got, want := len(resp.Resources), services*(perService+1); got != want {
 		t.Fatalf("first push has %d resources, want %d", got, want)
 	}
-	ack := func(r *discovery.DeltaDiscoveryResponse) {
-		if err := stream.Send(&discovery.DeltaDiscoveryRequest{TypeUrl: r.TypeUrl, ResponseNonce: r.Nonce}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	ack(resp)
+	ack(t, stream, resp)
 	heap := heapInUse()
 
 	var lat []time.Duration
@@ -202,7 +152,7 @@ func TestScalePushLatency(t *testing.T) {
 			}
 			t.Fatalf("change %d: pushed %v, want only the changed pod", i, names)
 		}
-		ack(r)
+		ack(t, stream, r)
 	}
 	slices.Sort(lat)
 	pct := func(q float64) time.Duration { return lat[int(q*float64(len(lat)-1))].Round(100 * time.Microsecond) }

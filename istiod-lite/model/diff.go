@@ -9,7 +9,8 @@ import (
 // Changes lists resource names that differ between two Views: from Diff,
 // istio.workload.Address names (workload uids and "<ns>/<hostname>"
 // service names); from DiffAuthorizations, istio.security.Authorization
-// names ("<ns>/<name>").
+// names ("<ns>/<name>"); from DiffWaypointPolicies, WaypointPolicy names
+// ("<ns>/<name>").
 type Changes struct {
 	// Updated were added or changed; send them again.
 	Updated []string
@@ -33,6 +34,12 @@ func Diff(old, new *View) Changes {
 // resources (authorization_policies), which Diff reports.
 func DiffAuthorizations(old, new *View) Changes {
 	return diffResources(authorizationResources(old), authorizationResources(new))
+}
+
+// DiffWaypointPolicies compares the WaypointPolicy resources of two Views
+// by proto equality, like Diff.
+func DiffWaypointPolicies(old, new *View) Changes {
+	return diffResources(waypointPolicyResources(old), waypointPolicyResources(new))
 }
 
 func diffResources(before, after map[string]proto.Message) Changes {
@@ -75,6 +82,18 @@ func authorizationResources(v *View) map[string]proto.Message {
 	}
 	for _, a := range v.Authorizations {
 		out[AuthorizationResourceName(a)] = a
+	}
+	return out
+}
+
+// waypointPolicyResources indexes a View's WaypointPolicy resources by name.
+func waypointPolicyResources(v *View) map[string]proto.Message {
+	out := map[string]proto.Message{}
+	if v == nil {
+		return out
+	}
+	for _, p := range v.WaypointPolicies {
+		out[p.ResourceName()] = p
 	}
 	return out
 }

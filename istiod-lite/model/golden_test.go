@@ -168,8 +168,8 @@ func stripComments(doc string) string {
 }
 
 // renderView writes a View as indented JSON with sorted keys: workloads,
-// services and authorizations (omitted when there are none) as protojson
-// (proto field names), then problems.
+// services, authorizations and waypoint policies (the last two omitted
+// when there are none) as protojson (proto field names), then problems.
 func renderView(t *testing.T, v *View) []byte {
 	t.Helper()
 	toJSON := func(m proto.Message) any {
@@ -186,10 +186,11 @@ func renderView(t *testing.T, v *View) []byte {
 		return out
 	}
 	doc := struct {
-		Workloads      []any     `json:"workloads"`
-		Services       []any     `json:"services"`
-		Authorizations []any     `json:"authorizations,omitempty"`
-		Problems       []Problem `json:"problems"`
+		Workloads        []any     `json:"workloads"`
+		Services         []any     `json:"services"`
+		Authorizations   []any     `json:"authorizations,omitempty"`
+		WaypointPolicies []any     `json:"waypoint_policies,omitempty"`
+		Problems         []Problem `json:"problems"`
 	}{Workloads: []any{}, Services: []any{}, Problems: v.Problems}
 	for _, w := range v.Workloads {
 		doc.Workloads = append(doc.Workloads, toJSON(w))
@@ -199,6 +200,9 @@ func renderView(t *testing.T, v *View) []byte {
 	}
 	for _, a := range v.Authorizations {
 		doc.Authorizations = append(doc.Authorizations, toJSON(a))
+	}
+	for _, p := range v.WaypointPolicies {
+		doc.WaypointPolicies = append(doc.WaypointPolicies, toJSON(p))
 	}
 	if doc.Problems == nil {
 		doc.Problems = []Problem{}

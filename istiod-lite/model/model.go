@@ -9,6 +9,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/ambientlite/mesh/internal/routeapi"
 )
 
 // Labels and annotations the translation reads.
@@ -66,13 +68,16 @@ type Problem struct {
 
 // View is Istio's ambient view of a Snapshot. Workloads are sorted by uid,
 // Services by "<namespace>/<hostname>", Authorizations (the
-// istio.security.Authorization resources) by "<namespace>/<name>",
-// Problems by object then reason.
+// istio.security.Authorization resources) and WaypointPolicies by
+// "<namespace>/<name>", Problems by object then reason.
 type View struct {
 	Workloads      []*workloadapi.Workload
 	Services       []*workloadapi.Service
 	Authorizations []*security.Authorization
-	Problems       []Problem
+	// WaypointPolicies are the AuthorizationPolicies with targetRefs,
+	// compiled for waypoints (internal/routeapi, policy.proto).
+	WaypointPolicies []*routeapi.WaypointPolicy
+	Problems         []Problem
 }
 
 // Build translates snap into Istio's ambient view under cfg. It never fails:
@@ -94,6 +99,7 @@ func Build(cfg Config, snap Snapshot) *View {
 		}
 	}
 	v.Authorizations = b.authorizations()
+	v.WaypointPolicies = b.waypointPolicies(v.Services)
 	slices.SortFunc(v.Workloads, func(a, b *workloadapi.Workload) int { return cmp.Compare(a.Uid, b.Uid) })
 	slices.SortFunc(v.Services, func(a, b *workloadapi.Service) int {
 		return cmp.Compare(ServiceResourceName(a), ServiceResourceName(b))
@@ -130,7 +136,10 @@ type builder struct {
 	authz       []*authzPolicy
 	peerAuths   []*peerAuth
 	anyPeerAuth bool // any PeerAuthentication at all: send the static STRICT policy
-	problems    []Problem
+	// waypointPols are the translated waypoint (targetRefs) policies, by
+	// namespace/name.
+	waypointPols []*waypointPol
+	problems     []Problem
 }
 
 type nsName struct{ namespace, name string }

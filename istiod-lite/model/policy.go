@@ -59,10 +59,10 @@ type authzPolicy struct {
 	selector map[string]string
 }
 
-// authorizationPolicy translates an AuthorizationPolicy the way Istio's
-// convertAuthorizationPolicy does for ztunnel, or returns nil when ztunnel
-// gets nothing from it (waypoint policies, dry-run, unsupported actions,
-// unusable selectors).
+// authorizationPolicy translates an AuthorizationPolicy without targetRefs
+// (isWaypointPolicy is false) the way Istio's convertAuthorizationPolicy
+// does for ztunnel, or returns nil when ztunnel gets nothing from it
+// (dry-run, unsupported actions, unusable selectors).
 func (b *builder) authorizationPolicy(p *AuthorizationPolicy) *authzPolicy {
 	report := func(format string, args ...any) {
 		b.problem(kindAuthorizationPolicy, p.Namespace, p.Name, fmt.Sprintf(format, args...))
@@ -81,14 +81,6 @@ func (b *builder) authorizationPolicy(p *AuthorizationPolicy) *authzPolicy {
 			report("dry-run policies (%s) are not sent to ztunnel; the policy has no effect", AnnotationDryRun)
 			return nil
 		}
-	}
-	if len(spec.GetTargetRefs()) > 0 || spec.GetTargetRef() != nil {
-		// targetRefs attach the policy to a waypoint (or a Service's waypoint);
-		// ztunnel never sees it.
-		if spec.GetSelector() != nil {
-			report("both selector and targetRefs are set, only one may be; the targetRefs make it a waypoint policy and ztunnel does not enforce it")
-		}
-		return nil
 	}
 	sel := spec.GetSelector()
 	if reason := selectorProblem(sel.GetMatchLabels()); reason != "" {
@@ -179,27 +171,45 @@ func (r *ruleIssues) invalidf(format string, args ...any) {
 
 func (r *ruleIssues) empty() bool { return len(r.unsupported) == 0 && len(r.invalid) == 0 }
 
-// reason is the Problem text for rule i, or "" when nothing was dropped.
+// reason is the Problem text for ztunnel's rule i, or "" when nothing was
+// dropped.
 func (r *ruleIssues) reason(i int, action security.Action) string {
+	return r.describe(i, action == security.Action_ALLOW, ztunnelWords)
+}
+
+// enforcerWords are the words a rule's Problem uses for who enforces it.
+type enforcerWords struct {
+	unsupported string // "uses attributes <unsupported> (a, b)"
+	hint        string // appended when attributes are unsupported
+}
+
+var ztunnelWords = enforcerWords{
+	unsupported: "ztunnel does not enforce",
+	hint:        "; enforce HTTP attributes in a waypoint (targetRefs)",
+}
+
+// describe is the Problem text for rule i of an ALLOW (allow) or DENY
+// policy, or "" when nothing was dropped.
+func (r *ruleIssues) describe(i int, allow bool, w enforcerWords) string {
 	if r.empty() {
 		return ""
 	}
 	var parts []string
 	if len(r.unsupported) > 0 {
 		slices.Sort(r.unsupported)
-		parts = append(parts, fmt.Sprintf("uses attributes ztunnel does not enforce (%s)", strings.Join(r.unsupported, ", ")))
+		parts = append(parts, fmt.Sprintf("uses attributes %s (%s)", w.unsupported, strings.Join(r.unsupported, ", ")))
 	}
 	if len(r.invalid) > 0 {
 		parts = append(parts, "is invalid: "+strings.Join(r.invalid, "; "))
 	}
 	var effect string
-	if action == security.Action_ALLOW {
+	if allow {
 		effect = "the ALLOW rule is omitted, so less traffic is allowed than written (fails closed)"
 	} else {
 		effect = "those parts are ignored, so the DENY rule denies more traffic than written (fails closed)"
 	}
 	if len(r.unsupported) > 0 {
-		effect += "; enforce HTTP attributes in a waypoint (targetRefs)"
+		effect += w.hint
 	}
 	return fmt.Sprintf("rule %d %s; %s", i, strings.Join(parts, " and "), effect)
 }
@@ -405,26 +415,32 @@ func ports(vals []string, at string, issues *ruleIssues) ([]uint32, bool) {
 func addresses(vals []string, at string, issues *ruleIssues) ([]*security.Address, bool) {
 	var out []*security.Address
 	for _, v := range vals {
-		var ip netip.Addr
-		var bits int
-		if strings.Contains(v, "/") {
-			p, err := netip.ParsePrefix(v)
-			if err != nil {
-				issues.invalidf("%s: %q is not a CIDR range", at, v)
-				return nil, false
-			}
-			ip, bits = p.Addr(), p.Bits()
-		} else {
-			a, err := netip.ParseAddr(v)
-			if err != nil {
-				issues.invalidf("%s: %q is not an IP address", at, v)
-				return nil, false
-			}
-			ip, bits = a, a.BitLen()
+		p, ok := parseAddress(v, at, issues)
+		if !ok {
+			return nil, false
 		}
-		out = append(out, &security.Address{Address: ip.AsSlice(), Length: uint32(bits)})
+		out = append(out, &security.Address{Address: p.Addr().AsSlice(), Length: uint32(p.Bits())})
 	}
 	return out, true
+}
+
+// parseAddress parses an IP or a CIDR range (host bits kept); a single IP
+// is a range of its full length. On a malformed value it records it.
+func parseAddress(v, at string, issues *ruleIssues) (netip.Prefix, bool) {
+	if strings.Contains(v, "/") {
+		p, err := netip.ParsePrefix(v)
+		if err != nil {
+			issues.invalidf("%s: %q is not a CIDR range", at, v)
+			return netip.Prefix{}, false
+		}
+		return p, true
+	}
+	a, err := netip.ParseAddr(v)
+	if err != nil {
+		issues.invalidf("%s: %q is not an IP address", at, v)
+		return netip.Prefix{}, false
+	}
+	return netip.PrefixFrom(a, a.BitLen()), true
 }
 
 // stringMatches turns Istio's match strings into StringMatches: "*" is
@@ -498,6 +514,14 @@ func (b *builder) indexPolicies(snap Snapshot) {
 	for i, p := range aps {
 		if i > 0 && aps[i-1].Namespace == p.Namespace && aps[i-1].Name == p.Name {
 			b.problem(kindAuthorizationPolicy, p.Namespace, p.Name, "duplicate object in the snapshot; ignored")
+			continue
+		}
+		if isWaypointPolicy(p) {
+			// targetRefs attach the policy to a waypoint (or a Service's
+			// waypoint); ztunnel never sees it.
+			if wp := b.waypointPolicy(p); wp != nil {
+				b.waypointPols = append(b.waypointPols, wp)
+			}
 			continue
 		}
 		if ap := b.authorizationPolicy(p); ap != nil {

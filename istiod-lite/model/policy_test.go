@@ -442,7 +442,7 @@ func TestAuthorizationPolicyScope(t *testing.T) {
 // TestPoliciesDeterministic checks that input order does not change the
 // policy output.
 func TestPoliciesDeterministic(t *testing.T) {
-	for _, name := range []string{"peerauth_namespace_overrides", "policy_problems", "authz_workload_selector"} {
+	for _, name := range []string{"peerauth_namespace_overrides", "policy_problems", "authz_workload_selector", "waypoint_policy_targets", "waypoint_policy_rules"} {
 		t.Run(name, func(t *testing.T) {
 			snap := loadSnapshot(t, "testdata/"+name+".yaml")
 			want := renderView(t, Build(Config{}, snap))
