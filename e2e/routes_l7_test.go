@@ -32,7 +32,8 @@ import (
 // a retry policy turns a backend failing half its requests into ≥ 99%
 // success; a request timeout yields 504; a route change reaches the
 // waypoint within a second (measured from the API write); a deleted route
-// stops applying.
+// stops applying; AuthorizationPolicies attached to the Service or the
+// waypoint's Gateway answer 403.
 func TestWaypointRoutes(t *testing.T) {
 	installMesh(t)
 	ns := namespace(t, "wp-routes")
@@ -172,6 +173,50 @@ spec:
 	if r := meshechoClient(t, ns, 3, "http://echo:8080/slow?delay=100ms"); r.Status["200"] != 3 {
 		t.Errorf("a backend within the timeout: %+v, want 3 OK", r)
 	}
+
+	kubectl(t, "", "-n", ns, "delete", "httproute", "echo-timeout")
+
+	// L7 policy in the waypoint: a DENY on paths of the Service echo gives
+	// 403 there and nowhere else; an ALLOW on the waypoint's Gateway for
+	// another principal only shuts the client out of everything.
+	kubectl(t, fmt.Sprintf(`apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: echo-no-private, namespace: %s}
+spec:
+  targetRefs: [{kind: Service, group: "", name: echo}]
+  action: DENY
+  rules: [{to: [{operation: {paths: ["/private*"]}}]}]
+`, ns), "apply", "-f", "-")
+	poll(t, 30*time.Second, func() error {
+		if r := meshechoClient(t, ns, 3, "http://echo:8080/private/x"); r.Status["403"] != 3 {
+			return fmt.Errorf("DENY /private*: statuses %v, want 3 × 403", r.Status)
+		}
+		if r := meshechoClient(t, ns, 3, "http://echo:8080/public"); r.Status["200"] != 3 {
+			return fmt.Errorf("path not denied: statuses %v, want 3 × 200", r.Status)
+		}
+		return nil
+	})
+	kubectl(t, fmt.Sprintf(`apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: only-others, namespace: %[1]s}
+spec:
+  targetRefs: [{kind: Gateway, group: gateway.networking.k8s.io, name: waypoint}]
+  action: ALLOW
+  rules: [{from: [{source: {principals: ["cluster.local/ns/%[1]s/sa/someone-else"]}}]}]
+`, ns), "apply", "-f", "-")
+	poll(t, 30*time.Second, func() error {
+		if r := meshechoClient(t, ns, 3, "http://flaky:8080/"); r.Status["403"] != 3 {
+			return fmt.Errorf("ALLOW for another principal: statuses %v, want 3 × 403", r.Status)
+		}
+		return nil
+	})
+	kubectl(t, "", "-n", ns, "delete", "authorizationpolicy", "echo-no-private", "only-others")
+	poll(t, 30*time.Second, func() error {
+		if r := meshechoClient(t, ns, 3, "http://echo:8080/private/x"); r.Status["200"] != 3 {
+			return fmt.Errorf("policies deleted: statuses %v, want 3 × 200", r.Status)
+		}
+		return nil
+	})
 }
 
 // splitRoute is an HTTPRoute on the Service echo sending w1 and w2 parts

@@ -14,21 +14,22 @@ import (
 // each TCP tunnel) and their bytes as they flow; the request ones count HTTP
 // and gRPC requests.
 const (
-	metricOpened        = "istio_tcp_connections_opened_total"
-	metricClosed        = "istio_tcp_connections_closed_total"
-	metricSent          = "istio_tcp_sent_bytes_total"     // destination → client
-	metricReceived      = "istio_tcp_received_bytes_total" // client → destination
-	metricRequests      = "waypoint_hbone_requests_total"  // CONNECTs by response_code
-	metricHTTPRequests  = "istio_requests_total"
-	metricHTTPDuration  = "istio_request_duration_milliseconds"
-	metricHTTPReqBytes  = "istio_request_bytes"
-	metricHTTPRespBytes = "istio_response_bytes"
-	metricRetries       = "waypoint_upstream_retries_total"
-	metricMirrors       = "waypoint_mirror_requests_total"
-	metricTCPFailed     = "waypoint_tcp_connect_failures_total"
-	metricRouteUpdates  = "waypoint_route_updates_total"
-	metricRouteProblems = "waypoint_route_problems_total"
-	metricPanics        = "waypoint_panics_total"
+	metricOpened         = "istio_tcp_connections_opened_total"
+	metricClosed         = "istio_tcp_connections_closed_total"
+	metricSent           = "istio_tcp_sent_bytes_total"     // destination → client
+	metricReceived       = "istio_tcp_received_bytes_total" // client → destination
+	metricRequests       = "waypoint_hbone_requests_total"  // CONNECTs by response_code
+	metricHTTPRequests   = "istio_requests_total"
+	metricHTTPDuration   = "istio_request_duration_milliseconds"
+	metricHTTPReqBytes   = "istio_request_bytes"
+	metricHTTPRespBytes  = "istio_response_bytes"
+	metricRetries        = "waypoint_upstream_retries_total"
+	metricMirrors        = "waypoint_mirror_requests_total"
+	metricTCPFailed      = "waypoint_tcp_connect_failures_total"
+	metricRouteUpdates   = "waypoint_route_updates_total"
+	metricRouteProblems  = "waypoint_route_problems_total"
+	metricPolicyProblems = "waypoint_policy_problems_total"
+	metricPanics         = "waypoint_panics_total"
 )
 
 // requestLabels are Istio's labels of the request metrics, in order.
@@ -59,8 +60,8 @@ type metrics struct {
 	httpDuration              *prometheus.HistogramVec
 	httpReqBytes, httpRspByte *prometheus.HistogramVec
 
-	retries, tcpFailed, panics, routeProblems prometheus.Counter
-	mirrors, routeUpdates                     *prometheus.CounterVec
+	retries, tcpFailed, panics, routeProblems, policyProblems prometheus.Counter
+	mirrors, routeUpdates                                     *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -99,11 +100,12 @@ func newMetrics() *metrics {
 		routeUpdates: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: metricRouteUpdates, Help: "Route configuration responses from istiod-lite, by result: applied, partial (some resources kept their last good version), failed (nothing applied).",
 		}, []string{"result"}),
-		routeProblems: plain(metricRouteProblems, "Route resources that could not be compiled (their last good version is kept, or none)."),
+		routeProblems:  plain(metricRouteProblems, "Route resources that could not be compiled (their last good version is kept, or none)."),
+		policyProblems: plain(metricPolicyProblems, "Authorization policy resources applied in a stricter form than written (a part that cannot be evaluated)."),
 	}
 	m.reg.MustRegister(m.opened, m.closed, m.sent, m.received, m.requests,
 		m.httpRequests, m.httpDuration, m.httpReqBytes, m.httpRspByte,
-		m.retries, m.tcpFailed, m.panics, m.mirrors, m.routeUpdates, m.routeProblems,
+		m.retries, m.tcpFailed, m.panics, m.mirrors, m.routeUpdates, m.routeProblems, m.policyProblems,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, code := range []int{200, 400, 401, 503} {
 		m.requests.WithLabelValues(strconv.Itoa(code))

@@ -36,7 +36,7 @@ type Options struct {
 	NodeName       string // NODE_NAME, for logs
 	InstanceIP     string // INSTANCE_IP, for logs
 	ServiceAccount string // SERVICE_ACCOUNT, the other half
-	GatewayName    string // GATEWAY_NAME, for logs
+	GatewayName    string // GATEWAY_NAME: policies targeting this Gateway apply
 	TrustDomain    string // TRUST_DOMAIN
 
 	CAAddress     string // CA_ADDRESS
@@ -71,7 +71,7 @@ func newFlagSet(o *Options, getenv func(string) string) *flag.FlagSet {
 	fs.StringVar(&o.NodeName, "node-name", env("NODE_NAME", ""), "the node this pod runs on, for logs (env NODE_NAME)")
 	fs.StringVar(&o.InstanceIP, "instance-ip", env("INSTANCE_IP", ""), "this pod's IP, for logs (env INSTANCE_IP)")
 	fs.StringVar(&o.ServiceAccount, "service-account", env("SERVICE_ACCOUNT", ""), "this pod's service account: the waypoint's identity (env SERVICE_ACCOUNT; required)")
-	fs.StringVar(&o.GatewayName, "gateway-name", env("GATEWAY_NAME", ""), "the Gateway this waypoint serves, for logs (env GATEWAY_NAME)")
+	fs.StringVar(&o.GatewayName, "gateway-name", env("GATEWAY_NAME", ""), "the Gateway this waypoint serves: AuthorizationPolicies targeting it apply (env GATEWAY_NAME; default: the service account, which the controller names after the Gateway)")
 	fs.StringVar(&o.TrustDomain, "trust-domain", env("TRUST_DOMAIN", DefaultTrustDomain), "SPIFFE trust domain of the mesh; HBONE clients must belong to it (env TRUST_DOMAIN)")
 	fs.StringVar(&o.CAAddress, "ca-address", env("CA_ADDRESS", DefaultCAAddress), "host:port of the certificate service (env CA_ADDRESS)")
 	fs.StringVar(&o.CAServerName, "ca-server-name", "", "name the CA's certificate must carry (default: the host of --ca-address)")
@@ -190,4 +190,13 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 		return o, fmt.Errorf("%w: %v", ErrUsage, err)
 	}
 	return o, nil
+}
+
+// gateway is the name of the waypoint's Gateway: GatewayName, else the
+// service account (the waypoint controller names both after the Gateway).
+func (o Options) gateway() string {
+	if o.GatewayName != "" {
+		return o.GatewayName
+	}
+	return o.ServiceAccount
 }

@@ -85,7 +85,8 @@ func serve(ctx context.Context, o Options, log *slog.Logger) error {
 	}
 	store := state.New(state.Config{Node: o.NodeName})
 	routes := newRouteTable(log.With("component", "routes"), m)
-	cw, err := watchConfig(xc, store, routes)
+	policies := newPolicyTable(log.With("component", "policies"), m)
+	cw, err := watchConfig(xc, store, routes, policies)
 	if err != nil {
 		return err
 	}
@@ -129,6 +130,7 @@ func serve(ctx context.Context, o Options, log *slog.Logger) error {
 		Identity: id, Dialer: dialer, Store: store, Routes: routes,
 		Limits: o.limits(), AllowLoopback: o.AllowLoopback, Metrics: m,
 		Log: log, AccessLog: log,
+		Authorize: policies.authorize(o.PodNamespace, o.gateway()),
 	})
 	if err != nil {
 		ln.Close()
