@@ -20,13 +20,17 @@ E2E_TIMEOUT ?= 30m
 # only); ./e2e/lifecycle stops and restarts the shared cluster, so it runs last.
 E2E_PKGS ?= ./e2e/
 E2E_LIFECYCLE ?= ./e2e/lifecycle/
+# The Gateway API mesh conformance suite (e2e/conformance); CONFORMANCE_ARGS go
+# to the suite after -args, e.g. CONFORMANCE_ARGS=-run-test=MeshBasic.
+CONFORMANCE_TIMEOUT ?= 45m
+CONFORMANCE_ARGS ?=
 
 # phase NAME CMD: run CMD and print how long it took.
 define phase
 	@echo "### $(1)"; s=$$(date +%s); $(2); echo "### $(1): $$(( $$(date +%s) - s ))s"
 endef
 
-.PHONY: all build test unit e2e bench demo images cluster-up cluster-down cluster-status generate verify lint tools clean
+.PHONY: all build test unit e2e conformance bench demo images cluster-up cluster-down cluster-status generate verify lint tools clean
 
 all: build
 
@@ -35,8 +39,10 @@ build:
 	$(GO) build ./...
 	@mkdir -p $(BIN)
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ ./e2e/cmd/...
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-X github.com/ambientlite/mesh/ambientctl/cli.version=$(TAG)" -o $(BIN)/ ./ambientctl/cmd/ambientctl
 
-## test: unit tests, then the e2e tests against the local cluster (what CI runs)
+## test: unit tests, then against the local cluster the e2e tests, the Gateway
+## API mesh conformance suite and the cluster lifecycle test (what CI runs)
 test:
 	$(call phase,unit tests,$(MAKE) --no-print-directory unit)
 	$(call phase,e2e tests (cluster up + images + tests),$(MAKE) --no-print-directory e2e)
@@ -45,16 +51,33 @@ unit:
 	$(GO) vet ./...
 	$(GO) test -count=1 ./...
 
-## e2e: bring up the local cluster (idempotent), load the images, run the e2e tests
+## e2e: bring up the local cluster (idempotent), load the images, run the e2e
+## tests, then `make conformance` (-o: its cluster-up and images are done
+## already), then the cluster lifecycle test
 e2e: cluster-up images
 	KUBECONFIG=$(KUBECONFIG_LOCAL) AMBIENT_LITE_STATE_DIR=$(STATE_DIR) \
 		$(GO) test -tags e2e -count=1 -timeout $(E2E_TIMEOUT) -v $(E2E_PKGS)
+	$(MAKE) --no-print-directory -o cluster-up -o images conformance
 	$(call phase,cluster lifecycle - down then up then recovery after kill -9,AMBIENT_LITE_STATE_DIR=$(STATE_DIR) \
 		$(GO) test -tags e2e -count=1 -timeout $(E2E_TIMEOUT) -v $(E2E_LIFECYCLE))
 
-## bench: Go benchmarks (print, never fail on a number)
+## conformance: bring up the local cluster, load the images, run the upstream
+## Gateway API mesh conformance suite (all 22 mesh tests of v1.6.3); writes
+## e2e/conformance/report.yaml and results.md, fails if a test fails
+conformance: cluster-up images
+	$(call phase,gateway api mesh conformance,KUBECONFIG=$(KUBECONFIG_LOCAL) AMBIENT_LITE_STATE_DIR=$(STATE_DIR) \
+		$(GO) test -tags e2e -count=1 -timeout $(CONFORMANCE_TIMEOUT) -v ./e2e/conformance/ -args $(CONFORMANCE_ARGS))
+
+## bench: Go benchmarks, then the ztunnel data path against direct TCP, HAProxy
+## and stunnel in network namespaces (bench/README.md; needs root; installs the
+## peers). Both print and never fail on a number. L4BENCH_FLAGS: l4bench -h.
+L4BENCH_FLAGS ?=
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+	bench/install-peers.sh
+	@mkdir -p $(BIN)
+	$(GO) build -o $(BIN)/ ./bench/cmd/l4bench
+	$(BIN)/l4bench $(L4BENCH_FLAGS)
 
 ## demo: a local cluster (or the current reachable context) with the sample app
 demo: build

@@ -4,20 +4,15 @@ package e2e
 
 import (
 	"context"
-	"io"
-	"os"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
-)
 
-// localCNIBinDir is where the local cluster's containerd looks for CNI
-// plugins (Debian's containernetworking-plugins).
-const localCNIBinDir = "/usr/lib/cni"
+	"github.com/ambientlite/mesh/e2e/mesh"
+)
 
 var (
 	installOnce sync.Once
@@ -25,44 +20,13 @@ var (
 )
 
 // installMesh applies the CRDs and install/manifests once per test binary
-// and waits until istiod-lite is rolled out.
+// and waits until istiod-lite and ztunnel are rolled out (mesh.Install).
 func installMesh(t *testing.T) {
 	t.Helper()
 	installOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 		defer cancel()
-		steps := [][]string{
-			{"apply", "--server-side", "--force-conflicts", "-f", "../crds/gateway-api-experimental.yaml", "-f", "../crds/security.istio.io.yaml"},
-			{"wait", "--for=condition=Established", "--timeout=60s", "crd/gateways.gateway.networking.k8s.io", "crd/httproutes.gateway.networking.k8s.io", "crd/authorizationpolicies.security.istio.io", "crd/peerauthentications.security.istio.io"},
-			{"apply", "--server-side", "--force-conflicts", "-f", "../install/manifests/istiod-lite.yaml"},
-			{"-n", "istio-system", "rollout", "restart", "deployment/istiod"},
-			{"-n", "istio-system", "rollout", "status", "deployment/istiod", "--timeout=180s"},
-		}
-		for _, s := range steps {
-			if _, installErr = kube.Kubectl(ctx, nil, s...); installErr != nil {
-				return
-			}
-		}
-		// ztunnel, pointed at the local cluster's CNI directories.
-		zt, err := os.ReadFile("../install/manifests/ztunnel.yaml")
-		if err != nil {
-			installErr = err
-			return
-		}
-		manifest := strings.NewReplacer("/opt/cni/bin", localCNIBinDir, "/etc/cni/net.d", kube.CNIConfDir()).Replace(string(zt))
-		for _, s := range [][]string{
-			{"apply", "--server-side", "--force-conflicts", "-f", "-"},
-			{"-n", "istio-system", "rollout", "restart", "daemonset/ztunnel"},
-			{"-n", "istio-system", "rollout", "status", "daemonset/ztunnel", "--timeout=180s"},
-		} {
-			var in io.Reader
-			if s[0] == "apply" {
-				in = strings.NewReader(manifest)
-			}
-			if _, installErr = kube.Kubectl(ctx, in, s...); installErr != nil {
-				return
-			}
-		}
+		installErr = mesh.Install(ctx, kube)
 	})
 	if installErr != nil {
 		t.Fatalf("install the mesh: %v", installErr)

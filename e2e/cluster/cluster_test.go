@@ -28,6 +28,7 @@ func TestConfigDefaultsAndValidate(t *testing.T) {
 		"bridge":  c.bridgeIP().String(),
 		"kubecfg": c.KubeconfigPath(),
 		"image":   c.Image("meshecho"),
+		"echo":    c.Image("echo-advanced"),
 	}
 	want := map[string]string{
 		"state":   "/var/lib/ambient-lite/cluster",
@@ -38,6 +39,7 @@ func TestConfigDefaultsAndValidate(t *testing.T) {
 		"bridge":  "10.244.0.1",
 		"kubecfg": "/var/lib/ambient-lite/cluster/kubeconfig",
 		"image":   "localhost/ambientlite/meshecho:dev",
+		"echo":    "registry.k8s.io/gateway-api/echo-advanced:v1.5.1", // a fixed reference
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("defaults (-want +got):\n%s", diff)

@@ -11,7 +11,9 @@ import (
 	"github.com/ambientlite/mesh/e2e/images"
 )
 
-// Image is the reference of one of the project's images in this cluster.
+// Image is the reference of one of the project's images in this cluster:
+// <prefix>/<name>:<tag>, or the fixed reference of a catalog image that has
+// one (echo-advanced: the upstream name the conformance manifests run).
 func (c Config) Image(name string) string {
 	prefix, tag := c.ImagePrefix, c.ImageTag
 	if prefix == "" {
@@ -19,6 +21,9 @@ func (c Config) Image(name string) string {
 	}
 	if tag == "" {
 		tag = DefaultImageTag
+	}
+	if img, err := images.Lookup(name); err == nil {
+		return img.RefOrDefault(prefix, tag)
 	}
 	return prefix + "/" + name + ":" + tag
 }
