@@ -53,11 +53,13 @@ unit:
 
 ## e2e: bring up the local cluster (idempotent), load the images, run the e2e
 ## tests, then `make conformance` (-o: its cluster-up and images are done
-## already), then the cluster lifecycle test
+## already), then ambientctl install/uninstall, then the cluster lifecycle test
 e2e: cluster-up images
 	KUBECONFIG=$(KUBECONFIG_LOCAL) AMBIENT_LITE_STATE_DIR=$(STATE_DIR) \
 		$(GO) test -tags e2e -count=1 -timeout $(E2E_TIMEOUT) -v $(E2E_PKGS)
 	$(MAKE) --no-print-directory -o cluster-up -o images conformance
+	$(call phase,ambientctl install then uninstall - the sample back to plain text,KUBECONFIG=$(KUBECONFIG_LOCAL) AMBIENT_LITE_STATE_DIR=$(STATE_DIR) \
+		$(GO) test -tags e2e -count=1 -timeout $(E2E_TIMEOUT) -v ./e2e/uninstall/)
 	$(call phase,cluster lifecycle - down then up then recovery after kill -9,AMBIENT_LITE_STATE_DIR=$(STATE_DIR) \
 		$(GO) test -tags e2e -count=1 -timeout $(E2E_TIMEOUT) -v $(E2E_LIFECYCLE))
 

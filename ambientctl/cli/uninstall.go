@@ -190,6 +190,20 @@ func runUninstall(ctx context.Context, env *Env, o uninstallOptions) error {
 		if err := deleteReported(ctx, env, c.Dynamic, d.Object, policy, o.dryRun); err != nil {
 			return err
 		}
+		if d.Object.GetKind() == "DaemonSet" && !o.dryRun {
+			// ztunnel's node agent asks, as it stops, whether its
+			// DaemonSet is going (then it removes the CNI plugin): its
+			// RBAC must outlive its pods.
+			if _, err := env.waitFor(ctx, o.timeout, "ztunnel stopping", func(ctx context.Context) (bool, string, error) {
+				pods, err := c.Dynamic.Resource(gvrPod).Namespace(install.Namespace).List(ctx, metav1.ListOptions{LabelSelector: "app=ztunnel"})
+				if err != nil {
+					return false, "", err
+				}
+				return len(pods.Items) == 0, fmt.Sprintf("%d ztunnel pods still running", len(pods.Items)), nil
+			}); err != nil {
+				return err
+			}
+		}
 	}
 	if !o.dryRun {
 		// istiod-lite would write the root ConfigMaps again while it runs.

@@ -27,6 +27,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -57,6 +59,7 @@ type Options struct {
 	ZtunnelSocket                               string
 	CNIBinDir, CNIConfDir                       string
 	DisableCNIInstall                           bool
+	DaemonSetName                               string
 	LogLevel                                    string
 }
 
@@ -87,6 +90,7 @@ func newFlagSet(o *Options) *flag.FlagSet {
 	fs.StringVar(&o.CNIBinDir, "cni-bin-dir", "/opt/cni/bin", "the container runtime's CNI binary directory (host path)")
 	fs.StringVar(&o.CNIConfDir, "cni-conf-dir", "/etc/cni/net.d", "the container runtime's CNI configuration directory (host path)")
 	fs.BoolVar(&o.DisableCNIInstall, "disable-cni-install", false, "do not chain the CNI plugin (only running pods are captured)")
+	fs.StringVar(&o.DaemonSetName, "daemonset-name", "ztunnel", "this DaemonSet's name: when it is deleted, the CNI plugin is removed on exit")
 	fs.StringVar(&o.LogLevel, "log-level", "info", "debug, info, warn or error")
 	return fs
 }
@@ -205,6 +209,7 @@ func serve(ctx context.Context, o Options, log *slog.Logger) error {
 		ExcludeNamespaces: []string{"kube-system", o.PodNamespace},
 		CNI:               cniplugin.InstallConfig{BinDir: o.CNIBinDir, ConfDir: o.CNIConfDir},
 		DisableCNIInstall: o.DisableCNIInstall,
+		RemovedFromNode:   daemonSetGone(kc, o.PodNamespace, o.DaemonSetName, log),
 	}, kc, log.With("component", "nodeagent"))
 	if err != nil {
 		return err
@@ -431,4 +436,23 @@ func workloadName(pod string) string {
 		return strings.Join(parts[:len(parts)-2], "-")
 	}
 	return pod
+}
+
+// daemonSetGone is nodeagent.Config.RemovedFromNode: the mesh is leaving the
+// node when ztunnel's DaemonSet is deleted or being deleted (an uninstall),
+// not when one pod stops (a restart, an upgrade, an eviction: the plugin
+// stays and new pods wait — fail closed). An unreachable API server counts
+// as "not removed".
+func daemonSetGone(kc kubernetes.Interface, namespace, name string, log *slog.Logger) func(context.Context) bool {
+	return func(ctx context.Context) bool {
+		ds, err := kc.AppsV1().DaemonSets(namespace).Get(ctx, name, metav1.GetOptions{})
+		switch {
+		case apierrors.IsNotFound(err):
+			return true
+		case err != nil:
+			log.Warn("cannot tell whether the DaemonSet is being deleted; keeping the CNI plugin", "daemonset", namespace+"/"+name, "err", err)
+			return false
+		}
+		return ds.DeletionTimestamp != nil
+	}
 }

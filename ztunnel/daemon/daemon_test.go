@@ -8,12 +8,22 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
+	"log/slog"
 	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	kubefake "k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/ambientlite/mesh/ztunnel/certs"
 	"github.com/ambientlite/mesh/ztunnel/nodeagent/zds"
@@ -76,5 +86,40 @@ func TestHandoffWaitsForConfig(t *testing.T) {
 	err = h.add(ctx, zds.Request{Type: zds.TypePodAdded, Pod: zds.Pod{UID: "u", Name: "p", Namespace: "ns"}, NetNS: f})
 	if err == nil || len(h.pods) != 0 {
 		t.Fatalf("pod accepted before config: err %v, pods %d", err, len(h.pods))
+	}
+}
+
+// TestDaemonSetGone: the mesh is leaving the node only when the DaemonSet
+// is gone or being deleted; a running DaemonSet (a restart) or an API
+// error keeps the CNI plugin.
+func TestDaemonSetGone(t *testing.T) {
+	now := metav1.Now()
+	ds := func(deleting bool) *appsv1.DaemonSet {
+		d := &appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Name: "ztunnel", Namespace: "istio-system", Finalizers: []string{"foregroundDeletion"}}}
+		if deleting {
+			d.DeletionTimestamp = &now
+		}
+		return d
+	}
+	log := slog.New(slog.DiscardHandler)
+	for _, tc := range []struct {
+		name string
+		kc   *kubefake.Clientset
+		want bool
+	}{
+		{"running", kubefake.NewClientset(ds(false)), false},
+		{"being deleted", kubefake.NewClientset(ds(true)), true},
+		{"gone", kubefake.NewClientset(), true},
+	} {
+		if got := daemonSetGone(tc.kc, "istio-system", "ztunnel", log)(t.Context()); got != tc.want {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	forbidden := kubefake.NewClientset(ds(true))
+	forbidden.PrependReactor("get", "daemonsets", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, apierrors.NewForbidden(schema.GroupResource{Group: "apps", Resource: "daemonsets"}, "ztunnel", errors.New("no"))
+	})
+	if daemonSetGone(forbidden, "istio-system", "ztunnel", log)(t.Context()) {
+		t.Error("an API error counted as removal")
 	}
 }

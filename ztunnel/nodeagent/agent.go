@@ -234,7 +234,19 @@ func (a *Agent) shutdown() {
 	} else {
 		a.log.Info("leaving capture and host probe rules in place for enrolled pods", "pods", n)
 	}
-	if a.cfg.UninstallCNIOnExit && !a.cfg.DisableCNIInstall {
+	if a.cfg.DisableCNIInstall {
+		return
+	}
+	uninstall := a.cfg.UninstallCNIOnExit
+	if !uninstall && a.cfg.RemovedFromNode != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		uninstall = a.cfg.RemovedFromNode(ctx)
+		cancel()
+		if uninstall {
+			a.log.Info("the mesh is being removed from this node: removing the CNI plugin, new pods start with plain networking")
+		}
+	}
+	if uninstall {
 		if err := cniplugin.Uninstall(a.cfg.CNI); err != nil {
 			a.log.Warn("uninstall CNI plugin", "err", err)
 		}

@@ -552,3 +552,35 @@ func TestAgentCNIReady(t *testing.T) {
 		t.Errorf("Ready: %v", err)
 	}
 }
+
+// TestAgentCNIPluginOnExit: an agent that stops keeps the plugin in the
+// node's CNI configuration (a restart: new pods wait for the next agent),
+// unless RemovedFromNode says the mesh is leaving the node; then the
+// plugin goes and new pods start with plain networking.
+func TestAgentCNIPluginOnExit(t *testing.T) {
+	requireRoot(t)
+	for _, removed := range []bool{false, true} {
+		t.Run(fmt.Sprintf("removed=%v", removed), func(t *testing.T) {
+			env := newAgentEnv(t, namespace("demo", "ambient"))
+			asked := false
+			env.cfg.RemovedFromNode = func(context.Context) bool { asked = true; return removed }
+			_, stop := env.start(t)
+			conf := filepath.Join(env.cfg.CNI.ConfDir, "10-bridge.conflist")
+			waitFor(t, "the plugin in the conflist", func() bool {
+				b, _ := os.ReadFile(conf)
+				return strings.Contains(string(b), cniplugin.PluginType)
+			})
+			stop()
+			b, err := os.ReadFile(conf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !asked {
+				t.Error("RemovedFromNode was not asked")
+			}
+			if got := strings.Contains(string(b), cniplugin.PluginType); got == removed {
+				t.Errorf("plugin in the conflist after exit = %v, want %v:\n%s", got, !removed, b)
+			}
+		})
+	}
+}

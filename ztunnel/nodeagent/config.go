@@ -1,6 +1,7 @@
 package nodeagent
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -67,6 +68,12 @@ type Config struct {
 	// (their ADD fails and is retried) until an agent is back — fail closed.
 	// Set it only when the mesh is being removed from the node.
 	UninstallCNIOnExit bool
+	// RemovedFromNode, if set, is asked when Run returns (and
+	// UninstallCNIOnExit is false) whether the mesh is being removed from
+	// this node — e.g. the DaemonSet is being deleted — rather than the
+	// agent restarting; true removes the plugin, so that new pods start
+	// with plain networking once no agent will come back for them.
+	RemovedFromNode func(context.Context) bool
 
 	// PodLookupTimeout bounds how long a CNI ADD waits for the pod and its
 	// namespace to show up in the agent's informer caches. Default 10s.
