@@ -71,15 +71,19 @@ conformance: cluster-up images
 		$(GO) test -tags e2e -count=1 -timeout $(CONFORMANCE_TIMEOUT) -v ./e2e/conformance/ -args $(CONFORMANCE_ARGS))
 
 ## bench: Go benchmarks, then the ztunnel data path against direct TCP, HAProxy
-## and stunnel in network namespaces (bench/README.md; needs root; installs the
-## peers). Both print and never fail on a number. L4BENCH_FLAGS: l4bench -h.
+## and stunnel, then the waypoint (L7) path against the L4 path, direct and
+## HAProxy doing the same 90/10 split, in network namespaces (bench/README.md;
+## needs root; installs the peers). All print and never fail on a number.
+## L4BENCH_FLAGS: l4bench -h; L7BENCH_FLAGS: l7bench -h.
 L4BENCH_FLAGS ?=
+L7BENCH_FLAGS ?=
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 	bench/install-peers.sh
 	@mkdir -p $(BIN)
-	$(GO) build -o $(BIN)/ ./bench/cmd/l4bench
+	$(GO) build -o $(BIN)/ ./bench/cmd/l4bench ./bench/cmd/l7bench ./bench/cmd/l7bench-waypoint
 	$(BIN)/l4bench $(L4BENCH_FLAGS)
+	$(BIN)/l7bench $(L7BENCH_FLAGS)
 
 ## demo: a local cluster (or the current reachable context) with the sample app
 demo: build

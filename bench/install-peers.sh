@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Installs what the ztunnel data-plane benchmark (bench/l4bench) needs from
-# Debian's packages, only when missing: the peer proxies it measures ztunnel
-# against (haproxy, stunnel4) and the tools that build its namespaces
-# (iproute2, util-linux's nsenter). Safe to run again. Never fails: what
-# cannot be installed is reported by the benchmark (a peer as "not measured").
+# Installs what the benchmarks (bench/l4bench, bench/l7bench) need from
+# Debian's packages, only when missing: the peer proxies they measure ztunnel
+# and the waypoint against (haproxy: the L4 pair and the L7 split; stunnel4)
+# and the tools that build their namespaces (iproute2, util-linux's nsenter).
+# Safe to run again. Never fails: what cannot be installed is reported by the
+# benchmark (a peer as "not measured").
 set -uo pipefail
 
 need=()

@@ -1,6 +1,7 @@
 package l4bench
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"flag"
@@ -11,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"fortio.org/fortio/fhttp"
@@ -19,9 +21,12 @@ import (
 
 // The "app" role is the server pod's application: fortio's echo handler
 // (the request body comes back) on the HTTP ports and a throughput sink on
-// the sink ports. It prints "ready" once every port listens.
+// the sink ports. It prints "ready" once every port listens, and answers
+// the command "count" on stdin with "count N": the HTTP requests it has
+// served so far (over every port), so that a benchmark can see how a proxy
+// split the load between two apps.
 
-func runApp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func runApp(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("app", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	httpPorts := fs.String("http", "", "comma-separated ports for the fortio echo server")
@@ -63,7 +68,12 @@ func runApp(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 
-	srv := &http.Server{Handler: http.HandlerFunc(fhttp.EchoHandler), ReadHeaderTimeout: 10 * time.Second}
+	var served atomic.Int64
+	echo := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		served.Add(1)
+		fhttp.EchoHandler(w, r)
+	})
+	srv := &http.Server{Handler: echo, ReadHeaderTimeout: 10 * time.Second}
 	var wg sync.WaitGroup
 	for _, ln := range httpLns {
 		wg.Go(func() { _ = srv.Serve(ln) })
@@ -73,6 +83,15 @@ func runApp(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		wg.Go(func() { sinks.serve(ln) })
 	}
 	fmt.Fprintln(stdout, "ready")
+	go func() {
+		// Ends with stdin (the bench closes it when it stops the app).
+		sc := bufio.NewScanner(stdin)
+		for sc.Scan() {
+			if sc.Text() == "count" {
+				fmt.Fprintf(stdout, "count %d\n", served.Load())
+			}
+		}
+	}()
 	<-ctx.Done()
 	_ = srv.Close()
 	for _, ln := range sinkLns {

@@ -2,7 +2,6 @@ package l4bench
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -10,11 +9,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/ambientlite/mesh/ztunnel/capture"
@@ -37,9 +34,9 @@ type bench struct {
 	certs certFiles
 	pods  *pods
 
-	children []*child // in start order; stopped in reverse
-	ztClient *child
-	ztServer *child
+	children []*Child // in start order; stopped in reverse
+	ztClient *Child
+	ztServer *Child
 }
 
 // benchPath is one way from the client app to the server app.
@@ -47,7 +44,7 @@ type benchPath struct {
 	res   *PathResult
 	url   string   // the fortio echo server, as the client dials it
 	sink  string   // the throughput sink, ip:port
-	procs []*child // the proxies on the path, client side first
+	procs []*Child // the proxies on the path, client side first
 }
 
 func runBench(ctx context.Context, cfg Config, stdout, stderr io.Writer) error {
@@ -76,9 +73,7 @@ func runBench(ctx context.Context, cfg Config, stdout, stderr io.Writer) error {
 	defer b.close()
 
 	report := newReport(cfg)
-	runStart := time.Now()
-	hostBefore, _ := readHostCPU()
-	selfBefore, _ := readProcTimes("self")
+	meter := StartHostMeter()
 	paths, err := b.setUp(ctx)
 	if err != nil {
 		return err
@@ -88,7 +83,7 @@ func runBench(ctx context.Context, cfg Config, stdout, stderr io.Writer) error {
 	}
 	for _, p := range paths {
 		for i, c := range p.procs {
-			if m, err := readProcMemory(c.Pid()); err == nil {
+			if m, err := ReadProcMemory(c.Pid()); err == nil {
 				// VmHWM is updated lazily; never below what was sampled.
 				p.res.Procs[i].PeakRSS = max(m.Peak, p.res.Procs[i].LatencyRSS)
 			}
@@ -98,7 +93,7 @@ func runBench(ctx context.Context, cfg Config, stdout, stderr io.Writer) error {
 	// Everything this run started has been waited for once stopped, so its
 	// CPU time is in this process's children's time.
 	b.stopChildren()
-	report.Machine = append(report.Machine, hostLoadNote(hostBefore, selfBefore, time.Since(runStart)), "load average at the end: "+loadAvg())
+	report.Machine = append(report.Machine, meter.Note(), "load average at the end: "+LoadAvg())
 	if err := report.Write(stdout); err != nil {
 		return err
 	}
@@ -120,7 +115,7 @@ func newReport(cfg Config) *Report {
 		ConnConcurrency: cfg.ConnConcurrency, ConnSeconds: cfg.ConnDuration.Seconds(), ThroughputSeconds: cfg.ThroughputDuration.Seconds(),
 		TargetCPUPer1k: targetCPUPer1k, TargetRSSMiB: targetRSSMiB, TargetAddedP90Secs: targetAddedP90ms / 1e3,
 	}}
-	r.Machine = machineNotes()
+	r.Machine = MachineNotes(peersNote()...)
 	if cfg.ZtunnelGOMAXPROCS > 0 {
 		r.Machine = append(r.Machine, fmt.Sprintf("the ztunnels run with GOMAXPROCS=%d", cfg.ZtunnelGOMAXPROCS))
 	}
@@ -147,7 +142,7 @@ func (b *bench) setUp(ctx context.Context) ([]*benchPath, error) {
 	}
 	for _, p := range paths {
 		for i, c := range p.procs {
-			if m, err := readProcMemory(c.Pid()); err == nil {
+			if m, err := ReadProcMemory(c.Pid()); err == nil {
 				p.res.Procs[i].IdleRSS = m.RSS
 			}
 		}
@@ -192,29 +187,13 @@ func (b *bench) close() {
 	}
 }
 
-// hostLoadNote says how busy the machine was during the run and how much of
-// that was this benchmark, so that a reader can tell a quiet run from one
-// sharing the cores with other work.
-func hostLoadNote(hostBefore hostCPU, selfBefore procTimes, wall time.Duration) string {
-	hostAfter, err1 := readHostCPU()
-	selfAfter, err2 := readProcTimes("self")
-	if err1 != nil || err2 != nil || wall <= 0 {
-		return "host CPU during the run: unknown"
-	}
-	sec := wall.Seconds()
-	busy := (hostAfter.Busy - hostBefore.Busy) / sec
-	ours := (selfAfter.Self + selfAfter.Children - selfBefore.Self - selfBefore.Children) / sec
-	return fmt.Sprintf("host CPU during the run (%s): %.2f of %d cores busy, %.2f of them this benchmark's processes, %.2f other work",
-		wall.Round(time.Second), busy, runtime.NumCPU(), ours, max(busy-ours, 0))
-}
-
 func (b *bench) progress(format string, args ...any) {
 	fmt.Fprintf(b.log, "l4bench: "+format+"\n", args...)
 }
 
 // start starts a child and remembers it for the cleanup.
-func (b *bench) start(name string, argv, env []string) (*child, error) {
-	c, err := startChild(name, argv, env, b.log)
+func (b *bench) start(name string, argv, env []string) (*Child, error) {
+	c, err := StartChild(name, argv, env, b.log)
 	if err != nil {
 		return nil, err
 	}
@@ -225,13 +204,13 @@ func (b *bench) start(name string, argv, env []string) (*child, error) {
 // stopChildren stops every child still running, the last started first.
 func (b *bench) stopChildren() {
 	for _, c := range slices.Backward(b.children) {
-		c.stop(5 * time.Second)
+		c.Stop(5 * time.Second)
 	}
 	b.children = nil
 }
 
-// inPod returns argv run inside ns with nsenter (which execs in place).
-func inPod(ns *netNS, argv ...string) []string {
+// InPod returns argv run inside ns with nsenter (which execs in place).
+func InPod(ns *NetNS, argv ...string) []string {
 	return append([]string{"nsenter", "--net=" + ns.Path, "--"}, argv...)
 }
 
@@ -244,12 +223,12 @@ func ports(ps ...uint16) string {
 }
 
 func (b *bench) startApp(ctx context.Context) error {
-	c, err := b.start("app", inPod(b.pods.server, b.exe, "app",
+	c, err := b.start("app", InPod(b.pods.server, b.exe, "app",
 		"-http", ports(portHTTP, portDirectHTTP), "-sink", ports(portSink, portDirectSink)), nil)
 	if err != nil {
 		return err
 	}
-	_, err = c.waitLine(ctx, "ready", 10*time.Second)
+	_, err = c.WaitLine(ctx, "ready", 10*time.Second)
 	return err
 }
 
@@ -274,7 +253,7 @@ func (b *bench) startPaths(ctx context.Context) ([]*benchPath, error) {
 			}
 			p.url = "http://" + hostPort(serverIP, portHTTP) + "/"
 			p.sink = hostPort(serverIP, portSink)
-			p.procs = []*child{b.ztClient, b.ztServer}
+			p.procs = []*Child{b.ztClient, b.ztServer}
 			p.res.Procs = []ProcResult{{Name: "ztunnel (client node)"}, {Name: "ztunnel (server node)"}}
 		default:
 			i := slices.IndexFunc(peers, func(pr peer) bool { return pr.name == name })
@@ -295,8 +274,8 @@ func (b *bench) startPaths(ctx context.Context) ([]*benchPath, error) {
 }
 
 func (b *bench) startZtunnels(ctx context.Context) error {
-	node := func(pod string, ns *netNS, ip, peerIP fmt.Stringer, self, peer, cert string) []string {
-		argv := []string{b.exe, "ztunnel", "-netns", ns.Path, "-pod", pod, "-ip", ip.String(),
+	node := func(pod string, ns *NetNS, ip, peerIP fmt.Stringer, self, peer, cert string) []string {
+		argv := []string{b.exe, "ztunnel", "-node", pod, "-pod", pod + "," + ip.String() + "," + ns.Path,
 			"-identity", self, "-cert", cert, "-ca", b.certs.CA,
 			"-peer-ip", peerIP.String(), "-peer-identity", peer, "-allow", peer,
 			"-access-log", filepath.Join(b.dir, "ztunnel-"+pod+"-access.log")}
@@ -318,8 +297,8 @@ func (b *bench) startZtunnels(ctx context.Context) error {
 	if b.ztServer, err = b.start("ztunnel-server", node("server", b.pods.server, serverIP, clientIP, serverID.String(), clientID.String(), b.certs.Server), env); err != nil {
 		return err
 	}
-	for _, c := range []*child{b.ztClient, b.ztServer} {
-		if _, err := c.waitLine(ctx, "ready", 10*time.Second); err != nil {
+	for _, c := range []*Child{b.ztClient, b.ztServer} {
+		if _, err := c.WaitLine(ctx, "ready", 10*time.Second); err != nil {
 			return err
 		}
 	}
@@ -328,16 +307,16 @@ func (b *bench) startZtunnels(ctx context.Context) error {
 
 // startPeer renders both sides' configurations, starts them in their pods
 // and waits until they listen.
-func (b *bench) startPeer(ctx context.Context, pr peer) ([]*child, error) {
+func (b *bench) startPeer(ctx context.Context, pr peer) ([]*Child, error) {
 	bin, err := pr.lookPath()
 	if err != nil {
 		return nil, fmt.Errorf("%s is not installed (Debian package %s; bench/install-peers.sh installs it)", pr.name, pr.pkg)
 	}
-	procs := make([]*child, 2)
+	procs := make([]*Child, 2)
 	// The server side first, so the client side's first connection finds it.
 	for _, s := range []side{serverSide, clientSide} {
 		cfg := peerConfig{ServerIP: serverIP, Ports: pr.ports, AppHTTP: portHTTP, AppSink: portSink,
-			Cert: b.certs.Client, CA: b.certs.CA, Suite: tlsSuite}
+			Cert: b.certs.Client, CA: b.certs.CA, Suite: TLSSuite}
 		lo := netip.MustParseAddr("127.0.0.1")
 		ns, listen := b.pods.client, []netip.AddrPort{netip.AddrPortFrom(lo, pr.ports.ClientHTTP), netip.AddrPortFrom(lo, pr.ports.ClientSink)}
 		if s == serverSide {
@@ -352,12 +331,12 @@ func (b *bench) startPeer(ctx context.Context, pr peer) ([]*child, error) {
 		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
 			return nil, err
 		}
-		c, err := b.start(fmt.Sprintf("%s-%s", pr.name, s), inPod(ns, pr.command(bin, path)...), nil)
+		c, err := b.start(fmt.Sprintf("%s-%s", pr.name, s), InPod(ns, pr.command(bin, path)...), nil)
 		if err != nil {
 			return nil, err
 		}
 		for _, addr := range listen {
-			if err := waitListening(ctx, ns, addr, c); err != nil {
+			if err := WaitListening(ctx, ns, addr, c); err != nil {
 				return nil, err
 			}
 		}
@@ -366,9 +345,9 @@ func (b *bench) startPeer(ctx context.Context, pr peer) ([]*child, error) {
 	return procs, nil
 }
 
-// waitListening polls the namespace's TCP table until addr is listening
+// WaitListening polls the namespace's TCP table until addr is listening
 // (or c exits). It never connects, so the peers log no aborted handshake.
-func waitListening(ctx context.Context, ns *netNS, addr netip.AddrPort, c *child) error {
+func WaitListening(ctx context.Context, ns *NetNS, addr netip.AddrPort, c *Child) error {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		var table []byte
@@ -386,8 +365,8 @@ func waitListening(ctx context.Context, ns *netNS, addr netip.AddrPort, c *child
 		if err != nil || ok {
 			return err
 		}
-		if !c.running() {
-			return c.exited()
+		if !c.Running() {
+			return c.Exited()
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			return fmt.Errorf("%s does not listen on %s after 10s", c.name, addr)
@@ -397,7 +376,7 @@ func waitListening(ctx context.Context, ns *netNS, addr netip.AddrPort, c *child
 }
 
 func (b *bench) measureLatency(ctx context.Context, p *benchPath) error {
-	var res httpResult
+	var res HTTPResult
 	usage, err := b.load(ctx, p, "latency", &res, b.cfg.Warmup+b.cfg.LatencyDuration,
 		"-mode", "http", "-url", p.url, "-qps", fmt.Sprint(b.cfg.QPS), "-c", strconv.Itoa(b.cfg.Connections),
 		"-payload", strconv.Itoa(b.cfg.Payload), "-duration", b.cfg.LatencyDuration.String(), "-warmup", b.cfg.Warmup.String())
@@ -406,9 +385,9 @@ func (b *bench) measureLatency(ctx context.Context, p *benchPath) error {
 	}
 	p.res.Latency = &res
 	for i, u := range usage {
-		p.res.Procs[i].LatencyCores = u.cores
-		p.res.Procs[i].LatencyRSS = u.maxRSS
-		p.res.Procs[i].LatencyAnon = u.maxAnon
+		p.res.Procs[i].LatencyCores = u.Cores
+		p.res.Procs[i].LatencyRSS = u.MaxRSS
+		p.res.Procs[i].LatencyAnon = u.MaxAnon
 	}
 	if p.res.Name == "ztunnel" {
 		return b.checkZtunnelCarried(ctx)
@@ -435,7 +414,7 @@ func (b *bench) checkZtunnelCarried(ctx context.Context) error {
 }
 
 func (b *bench) measureConnections(ctx context.Context, p *benchPath) error {
-	var res httpResult
+	var res HTTPResult
 	warmup := min(b.cfg.Warmup, time.Second)
 	usage, err := b.load(ctx, p, "connections", &res, warmup+b.cfg.ConnDuration,
 		"-mode", "http", "-url", p.url, "-qps", "0", "-c", strconv.Itoa(b.cfg.ConnConcurrency),
@@ -445,7 +424,7 @@ func (b *bench) measureConnections(ctx context.Context, p *benchPath) error {
 	}
 	p.res.Connect = &res
 	for i, u := range usage {
-		p.res.Procs[i].ConnectCores = u.cores
+		p.res.Procs[i].ConnectCores = u.Cores
 	}
 	return nil
 }
@@ -459,85 +438,18 @@ func (b *bench) measureThroughput(ctx context.Context, p *benchPath) error {
 	}
 	p.res.Throughput = &res
 	for i, u := range usage {
-		p.res.Procs[i].ThroughputCores = u.cores
+		p.res.Procs[i].ThroughputCores = u.Cores
 	}
 	return nil
 }
 
-// procUsage is what a proxy process used over a measured window.
-type procUsage struct {
-	cores   float64 // CPU seconds per second
-	maxRSS  int64   // largest VmRSS sampled
-	maxAnon int64   // largest RssAnon sampled
-}
-
-// load runs the load role in the client pod with args, samples the path's
-// proxies from its "measuring" line to its result (decoded into result),
-// and returns their usage. Expected is about how long the load runs.
-func (b *bench) load(ctx context.Context, p *benchPath, phase string, result any, expected time.Duration, args ...string) ([]procUsage, error) {
-	c, err := startChild("load", inPod(b.pods.client, append([]string{b.exe, "load"}, args...)...), nil, b.log)
-	if err != nil {
-		return nil, err
+// load runs the load role in the client pod with args and returns the usage
+// of p's proxies over the measured window; the ztunnels profile the phase
+// when asked to. Expected is about how long the load runs.
+func (b *bench) load(ctx context.Context, p *benchPath, phase string, result any, expected time.Duration, args ...string) ([]ProcUsage, error) {
+	spec := LoadSpec{Exe: b.exe, NS: b.pods.client, Args: args, Expected: expected, Procs: p.procs, Log: b.log}
+	if b.cfg.ProfileDir != "" && p.res.Name == "ztunnel" {
+		spec.Profile, spec.Profiled = phase, p.procs
 	}
-	defer c.stop(2 * time.Second)
-	if _, err := c.waitLine(ctx, "measuring", expected+time.Minute); err != nil {
-		return nil, err
-	}
-	profiling := b.cfg.ProfileDir != "" && p.res.Name == "ztunnel"
-	if profiling {
-		for _, z := range p.procs {
-			_ = z.send("profile " + phase)
-		}
-	}
-	start := time.Now()
-	before := make([]float64, len(p.procs))
-	for i, pc := range p.procs {
-		if before[i], err = procCPU(pc.Pid()); err != nil {
-			return nil, fmt.Errorf("%s: %w", pc.name, err)
-		}
-	}
-	maxRSS, maxAnon := make([]int64, len(p.procs)), make([]int64, len(p.procs))
-	var wg sync.WaitGroup
-	sampling := make(chan struct{})
-	wg.Go(func() {
-		t := time.NewTicker(200 * time.Millisecond)
-		defer t.Stop()
-		for {
-			for i, pc := range p.procs {
-				if m, err := readProcMemory(pc.Pid()); err == nil {
-					maxRSS[i] = max(maxRSS[i], m.RSS)
-					maxAnon[i] = max(maxAnon[i], m.Anon)
-				}
-			}
-			select {
-			case <-sampling:
-				return
-			case <-t.C:
-			}
-		}
-	})
-	line, err := c.waitLine(ctx, "result ", expected+time.Minute)
-	close(sampling)
-	wg.Wait()
-	elapsed := time.Since(start)
-	usage := make([]procUsage, len(p.procs))
-	for i, pc := range p.procs {
-		after, cerr := procCPU(pc.Pid())
-		if cerr != nil || !pc.running() {
-			return nil, pc.exited()
-		}
-		usage[i] = procUsage{cores: (after - before[i]) / elapsed.Seconds(), maxRSS: maxRSS[i], maxAnon: maxAnon[i]}
-	}
-	if profiling {
-		for _, z := range p.procs {
-			_ = z.send("stop")
-		}
-	}
-	if err != nil {
-		return nil, err
-	}
-	if err := json.Unmarshal([]byte(strings.TrimPrefix(line, "result ")), result); err != nil {
-		return nil, fmt.Errorf("load result: %w", err)
-	}
-	return usage, nil
+	return RunLoad(ctx, spec, result)
 }

@@ -14,9 +14,9 @@ import (
 	"time"
 )
 
-// child is a process the bench started: a role of its own binary or a peer
+// Child is a process the bench started: a role of its own binary or a peer
 // proxy. It dies with the bench (PR_SET_PDEATHSIG), however the bench ends.
-type child struct {
+type Child struct {
 	name  string
 	cmd   *exec.Cmd
 	stdin io.WriteCloser
@@ -28,10 +28,11 @@ type child struct {
 	tail []string // the last lines of stderr, for error messages
 }
 
-// startChild starts argv with env added to this process's environment. Its stdout is read line by line (child.lines), its
-// stderr is copied to logw with the child's name in front of every line.
-func startChild(name string, argv, env []string, logw io.Writer) (*child, error) {
-	c := &child{name: name, lines: make(chan string, 64), done: make(chan struct{})}
+// StartChild starts argv with env added to this process's environment.
+// Its stdout is read line by line (see WaitLine), its stderr is copied to
+// logw with the child's name in front of every line.
+func StartChild(name string, argv, env []string, logw io.Writer) (*Child, error) {
+	c := &Child{name: name, lines: make(chan string, 64), done: make(chan struct{})}
 	c.cmd = exec.Command(argv[0], argv[1:]...)
 	if len(env) > 0 {
 		c.cmd.Env = append(os.Environ(), env...)
@@ -67,13 +68,16 @@ func startChild(name string, argv, env []string, logw io.Writer) (*child, error)
 	return c, nil
 }
 
+// Name is the name the child was started with (its log prefix).
+func (c *Child) Name() string { return c.name }
+
 // Pid is the process id (nsenter execs the command in place, so it is the
 // command's own).
-func (c *child) Pid() int { return c.cmd.Process.Pid }
+func (c *Child) Pid() int { return c.cmd.Process.Pid }
 
-// exited returns an error describing how the child ended, with the last
+// Exited returns an error describing how the child ended, with the last
 // lines it wrote to stderr.
-func (c *child) exited() error {
+func (c *Child) Exited() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	msg := fmt.Sprintf("%s exited (%v)", c.name, c.err)
@@ -83,8 +87,8 @@ func (c *child) exited() error {
 	return errors.New(msg)
 }
 
-// waitLine waits for a stdout line starting with prefix and returns it.
-func (c *child) waitLine(ctx context.Context, prefix string, timeout time.Duration) (string, error) {
+// WaitLine waits for a stdout line starting with prefix and returns it.
+func (c *Child) WaitLine(ctx context.Context, prefix string, timeout time.Duration) (string, error) {
 	t := time.NewTimer(timeout)
 	defer t.Stop()
 	for {
@@ -103,7 +107,7 @@ func (c *child) waitLine(ctx context.Context, prefix string, timeout time.Durati
 				continue
 			default:
 			}
-			return "", c.exited()
+			return "", c.Exited()
 		case <-t.C:
 			return "", fmt.Errorf("%s: no %q line within %s", c.name, prefix, timeout)
 		case <-ctx.Done():
@@ -112,14 +116,14 @@ func (c *child) waitLine(ctx context.Context, prefix string, timeout time.Durati
 	}
 }
 
-// send writes one command line to the child's stdin.
-func (c *child) send(line string) error {
+// Send writes one command line to the child's stdin.
+func (c *Child) Send(line string) error {
 	_, err := io.WriteString(c.stdin, line+"\n")
 	return err
 }
 
-// running reports whether the child has not exited.
-func (c *child) running() bool {
+// Running reports whether the child has not exited.
+func (c *Child) Running() bool {
 	select {
 	case <-c.done:
 		return false
@@ -128,10 +132,10 @@ func (c *child) running() bool {
 	}
 }
 
-// stop ends the child: SIGTERM (and stdin closed), then SIGKILL after grace.
-func (c *child) stop(grace time.Duration) {
+// Stop ends the child: SIGTERM (and stdin closed), then SIGKILL after grace.
+func (c *Child) Stop(grace time.Duration) {
 	c.stdin.Close()
-	if !c.running() {
+	if !c.Running() {
 		return
 	}
 	_ = c.cmd.Process.Signal(syscall.SIGTERM)

@@ -28,15 +28,15 @@ func TestLineWriter(t *testing.T) {
 // reported with the last stderr lines.
 func TestChild(t *testing.T) {
 	var logs syncBuffer
-	c, err := startChild("sh", []string{"sh", "-c", `echo noise; echo ready; echo "$L4BENCH_TEST" >&2; exit 3`}, []string{"L4BENCH_TEST=oops"}, &logs)
+	c, err := StartChild("sh", []string{"sh", "-c", `echo noise; echo ready; echo "$L4BENCH_TEST" >&2; exit 3`}, []string{"L4BENCH_TEST=oops"}, &logs)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.stop(time.Second)
-	if l, err := c.waitLine(context.Background(), "ready", 5*time.Second); err != nil || l != "ready" {
+	defer c.Stop(time.Second)
+	if l, err := c.WaitLine(context.Background(), "ready", 5*time.Second); err != nil || l != "ready" {
 		t.Fatalf("waitLine: %q, %v", l, err)
 	}
-	_, err = c.waitLine(context.Background(), "never", 5*time.Second)
+	_, err = c.WaitLine(context.Background(), "never", 5*time.Second)
 	if err == nil || !strings.Contains(err.Error(), "exit status 3") || !strings.Contains(err.Error(), "oops") {
 		t.Errorf("err = %v, want the exit status and the last stderr line", err)
 	}

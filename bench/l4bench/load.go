@@ -21,8 +21,9 @@ import (
 // ("result {...}") when it is over, so that the bench samples the proxies'
 // CPU over exactly that window.
 
-// httpResult is what an HTTP load (fortio) measured.
-type httpResult struct {
+// HTTPResult is what an HTTP load (fortio) measured; the load role prints it
+// as JSON on its "result" line.
+type HTTPResult struct {
 	Requests int64   // completed, any status
 	Errors   int64   // not 2xx, or failed
 	Sockets  int64   // connections opened (one per request without keep-alive)
@@ -105,7 +106,7 @@ type fortioOptions struct {
 // run runs fortio's HTTP runner (its fast HTTP/1.1 client, requests spread
 // uniformly over the connections) and computes exact percentiles from every
 // request's latency, which fortio reports to an access logger.
-func (o fortioOptions) run(d time.Duration) (httpResult, error) {
+func (o fortioOptions) run(d time.Duration) (HTTPResult, error) {
 	// Errors only: fortio warns when a connection falls a call or two
 	// behind its share, which the achieved rate reports anyway.
 	log.SetLogLevelQuiet(log.Error)
@@ -131,7 +132,7 @@ func (o fortioOptions) run(d time.Duration) (httpResult, error) {
 	ho.Init(o.URL)
 	res, err := fhttp.RunHTTPTest(&fhttp.HTTPRunnerOptions{RunnerOptions: ro, HTTPOptions: ho})
 	if err != nil {
-		return httpResult{}, fmt.Errorf("fortio %s: %w", o.URL, err)
+		return HTTPResult{}, fmt.Errorf("fortio %s: %w", o.URL, err)
 	}
 	out := lat.result()
 	out.Sockets = res.SocketCount
@@ -166,12 +167,12 @@ func (l *latencies) Report(_ context.Context, _ periodic.ThreadID, _ int64, _ ti
 
 func (l *latencies) Info() string { return "l4bench latencies" }
 
-func (l *latencies) result() httpResult {
+func (l *latencies) result() HTTPResult {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	s := slices.Clone(l.samples)
 	slices.Sort(s)
-	return httpResult{
+	return HTTPResult{
 		Requests: int64(len(s)),
 		P50:      percentile(s, 50), P90: percentile(s, 90), P99: percentile(s, 99), Max: percentile(s, 100),
 	}

@@ -13,22 +13,30 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// machineNotes describe where and with what the numbers were taken.
-func machineNotes() []string {
+// MachineNotes describe where the numbers were taken: the date, the
+// machine, then extra (what was measured with, e.g. the peers' versions),
+// then the load average at the start.
+func MachineNotes(extra ...string) []string {
 	notes := []string{
 		"date: " + time.Now().UTC().Format("2006-01-02 15:04 UTC"),
 		fmt.Sprintf("machine: %d × %s, Linux %s, %s", runtime.NumCPU(), cpuModel(), kernelRelease(), runtime.Version()),
 	}
+	notes = append(notes, extra...)
+	return append(notes, "load average at the start: "+LoadAvg())
+}
+
+// peersNote names the peers installed, with their versions.
+func peersNote() []string {
 	var versions []string
 	for _, pr := range peers {
 		if bin, err := pr.lookPath(); err == nil {
-			versions = append(versions, peerVersion(bin))
+			versions = append(versions, PeerVersion(bin))
 		}
 	}
-	if len(versions) > 0 {
-		notes = append(notes, "peers: "+strings.Join(versions, "; ")+"; TLS 1.3 "+tlsSuite+" everywhere")
+	if len(versions) == 0 {
+		return nil
 	}
-	return append(notes, "load average at the start: "+loadAvg())
+	return []string{"peers: " + strings.Join(versions, "; ") + "; TLS 1.3 " + TLSSuite + " everywhere"}
 }
 
 func cpuModel() string {
@@ -54,8 +62,8 @@ func kernelRelease() string {
 	return unix.ByteSliceToString(u.Release[:])
 }
 
-// loadAvg is the 1, 5 and 15 minute load average.
-func loadAvg() string {
+// LoadAvg is the 1, 5 and 15 minute load average.
+func LoadAvg() string {
 	b, err := os.ReadFile("/proc/loadavg")
 	if err != nil {
 		return "unknown"
@@ -67,9 +75,9 @@ func loadAvg() string {
 	return strings.Join(f[:3], " ")
 }
 
-// peerVersion is the first line of a peer's version output that names it
+// PeerVersion is the first line of a peer's version output that names it
 // ("HAProxy version 2.6.12…", "stunnel 5.68 on x86_64…").
-func peerVersion(bin string) string {
+func PeerVersion(bin string) string {
 	flag := "-v"
 	if strings.Contains(bin, "stunnel") {
 		flag = "-version"

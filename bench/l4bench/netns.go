@@ -13,11 +13,11 @@ import (
 	"github.com/ambientlite/mesh/ztunnel/capture"
 )
 
-// netNS is a network namespace held by a parked, locked OS thread of this
+// NetNS is a network namespace held by a parked, locked OS thread of this
 // process: nothing is mounted and /run/netns is not touched, so the
 // namespace goes away with the thread (or the process, however it ends) and
 // the last socket in it.
-type netNS struct {
+type NetNS struct {
 	// Path is /proc/<pid>/task/<tid>/ns/net, usable by nsenter and by
 	// capture's helpers in other processes while the thread lives.
 	Path   string
@@ -25,8 +25,9 @@ type netNS struct {
 	exited chan struct{}
 }
 
-func newNetNS() (*netNS, error) {
-	ns := &netNS{stop: make(chan struct{}), exited: make(chan struct{})}
+// NewNetNS creates a network namespace; Close removes it.
+func NewNetNS() (*NetNS, error) {
+	ns := &NetNS{stop: make(chan struct{}), exited: make(chan struct{})}
 	errc := make(chan error, 1)
 	go func() {
 		defer close(ns.exited)
@@ -48,13 +49,13 @@ func newNetNS() (*netNS, error) {
 }
 
 // Close ends the holding thread.
-func (ns *netNS) Close() {
+func (ns *NetNS) Close() {
 	close(ns.stop)
 	<-ns.exited
 }
 
-// run runs a command inside the namespace.
-func (ns *netNS) run(ctx context.Context, args ...string) error {
+// Run runs a command inside the namespace (with nsenter).
+func (ns *NetNS) Run(ctx context.Context, args ...string) error {
 	out, err := exec.CommandContext(ctx, "nsenter", append([]string{"--net=" + ns.Path, "--"}, args...)...).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("in the pod namespace: %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
@@ -70,7 +71,7 @@ var namespaceSysctls = map[string]string{
 	"net/ipv4/ip_local_port_range": "15100 60999",
 }
 
-func (ns *netNS) tuneForShortConnections() error {
+func (ns *NetNS) tuneForShortConnections() error {
 	return capture.WithNetNS(ns.Path, func() error {
 		for key, val := range namespaceSysctls {
 			if err := os.WriteFile("/proc/sys/"+key, []byte(val), 0o644); err != nil {
@@ -84,7 +85,7 @@ func (ns *netNS) tuneForShortConnections() error {
 // pods are the client and server pod namespaces, joined by a veth pair
 // (eth0 in each) and captured by ztunnel's rules.
 type pods struct {
-	client, server *netNS
+	client, server *NetNS
 }
 
 // setupPods creates the two namespaces, links and addresses them, tunes
@@ -99,14 +100,14 @@ func setupPods(ctx context.Context) (_ *pods, err error) {
 			p.Close()
 		}
 	}()
-	if p.client, err = newNetNS(); err != nil {
+	if p.client, err = NewNetNS(); err != nil {
 		return nil, err
 	}
-	if p.server, err = newNetNS(); err != nil {
+	if p.server, err = NewNetNS(); err != nil {
 		return nil, err
 	}
 	steps := []struct {
-		ns   *netNS
+		ns   *NetNS
 		args []string
 	}{
 		{p.client, []string{"ip", "link", "set", "lo", "up"}},
@@ -120,11 +121,11 @@ func setupPods(ctx context.Context) (_ *pods, err error) {
 		{p.server, []string{"ip", "link", "set", "eth0", "up"}},
 	}
 	for _, s := range steps {
-		if err := s.ns.run(ctx, s.args...); err != nil {
+		if err := s.ns.Run(ctx, s.args...); err != nil {
 			return nil, err
 		}
 	}
-	for _, ns := range []*netNS{p.client, p.server} {
+	for _, ns := range []*NetNS{p.client, p.server} {
 		if err := ns.tuneForShortConnections(); err != nil {
 			return nil, err
 		}
@@ -141,7 +142,7 @@ func setupPods(ctx context.Context) (_ *pods, err error) {
 
 // Close removes both namespaces (with them the veth pair and the rules).
 func (p *pods) Close() {
-	for _, ns := range []*netNS{p.client, p.server} {
+	for _, ns := range []*NetNS{p.client, p.server} {
 		if ns != nil {
 			ns.Close()
 		}

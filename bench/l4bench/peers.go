@@ -22,10 +22,10 @@ func (s side) String() string {
 	return "server"
 }
 
-// tlsSuite is the one TLS 1.3 cipher suite the peers may use: the one Go's
+// TLSSuite is the one TLS 1.3 cipher suite the peers may use: the one Go's
 // crypto/tls (so ztunnel) negotiates on hardware with AES instructions, so
 // that every pair pays for the same record cipher.
-const tlsSuite = "TLS_AES_128_GCM_SHA256"
+const TLSSuite = "TLS_AES_128_GCM_SHA256"
 
 // peerConfig is what a peer's configuration is rendered from.
 type peerConfig struct {

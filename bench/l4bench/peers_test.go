@@ -16,7 +16,7 @@ var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
 // goldenPeerConfig is what the bench renders, with fixed file paths.
 var goldenPeerConfig = peerConfig{
 	ServerIP: serverIP, AppHTTP: portHTTP, AppSink: portSink,
-	CA: "/run/l4bench/ca.pem", Suite: tlsSuite,
+	CA: "/run/l4bench/ca.pem", Suite: TLSSuite,
 }
 
 func TestPeerConfigs(t *testing.T) {

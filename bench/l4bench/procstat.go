@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // clockTicks is USER_HZ, the unit of utime and stime in /proc/<pid>/stat.
@@ -22,8 +24,8 @@ type procTimes struct {
 	Self, Children float64
 }
 
-// procCPU is the CPU time pid has used itself, from /proc/<pid>/stat.
-func procCPU(pid int) (float64, error) {
+// ProcCPU is the CPU time pid has used itself, from /proc/<pid>/stat.
+func ProcCPU(pid int) (float64, error) {
 	t, err := readProcTimes(fmt.Sprint(pid))
 	return t.Self, err
 }
@@ -101,18 +103,19 @@ func parseHostCPU(b []byte) (hostCPU, error) {
 	return hostCPU{Busy: float64(total-idle) / clockTicks, Total: float64(total) / clockTicks}, nil
 }
 
-// procMemory is a process's resident memory now (VmRSS), the anonymous
+// ProcMemory is a process's resident memory now (VmRSS), the anonymous
 // part of it (RssAnon: heap and stacks, not the executable's pages, which
 // processes running the same binary share) and at its peak (VmHWM), in
 // bytes, from /proc/<pid>/status.
-type procMemory struct {
+type ProcMemory struct {
 	RSS, Anon, Peak int64
 }
 
-func readProcMemory(pid int) (procMemory, error) {
+// ReadProcMemory reads ProcMemory from /proc/<pid>/status.
+func ReadProcMemory(pid int) (ProcMemory, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return procMemory{}, err
+		return ProcMemory{}, err
 	}
 	return parseStatusMemory(b)
 }
@@ -120,8 +123,8 @@ func readProcMemory(pid int) (procMemory, error) {
 // parseStatusMemory reads VmRSS, RssAnon and VmHWM ("VmRSS:\t  1234 kB")
 // from the content of /proc/<pid>/status. RssAnon is 0 on kernels before
 // 4.5, which do not have it.
-func parseStatusMemory(b []byte) (procMemory, error) {
-	var m procMemory
+func parseStatusMemory(b []byte) (ProcMemory, error) {
+	var m ProcMemory
 	var seen int
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	for sc.Scan() {
@@ -142,11 +145,11 @@ func parseStatusMemory(b []byte) (procMemory, error) {
 		}
 		f := strings.Fields(val)
 		if len(f) != 2 || f[1] != "kB" {
-			return procMemory{}, fmt.Errorf("proc status: %s: unexpected value %q", key, val)
+			return ProcMemory{}, fmt.Errorf("proc status: %s: unexpected value %q", key, val)
 		}
 		kb, err := strconv.ParseInt(f[0], 10, 64)
 		if err != nil {
-			return procMemory{}, fmt.Errorf("proc status: %s: %w", key, err)
+			return ProcMemory{}, fmt.Errorf("proc status: %s: %w", key, err)
 		}
 		*dst = kb << 10
 		if key != "RssAnon" {
@@ -154,9 +157,64 @@ func parseStatusMemory(b []byte) (procMemory, error) {
 		}
 	}
 	if seen != 2 {
-		return procMemory{}, fmt.Errorf("proc status: VmRSS or VmHWM missing (a kernel thread or a zombie?)")
+		return ProcMemory{}, fmt.Errorf("proc status: VmRSS or VmHWM missing (a kernel thread or a zombie?)")
 	}
 	return m, nil
+}
+
+// SchedStat is how a process's threads were scheduled, summed over them,
+// from /proc/<pid>/task/*/schedstat: time on a CPU, time waiting in a run
+// queue for one (ready to run, but the CPUs were taken), and the number of
+// times a thread was put on a CPU. Threads that exited are not counted.
+type SchedStat struct {
+	Run, Wait time.Duration
+	Slices    int64
+}
+
+// Sub is s minus an earlier reading.
+func (s SchedStat) Sub(before SchedStat) SchedStat {
+	return SchedStat{Run: s.Run - before.Run, Wait: s.Wait - before.Wait, Slices: s.Slices - before.Slices}
+}
+
+// ReadSchedStat reads SchedStat for pid; it fails on kernels without
+// CONFIG_SCHED_INFO.
+func ReadSchedStat(pid int) (SchedStat, error) {
+	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
+	if err != nil || len(tasks) == 0 {
+		return SchedStat{}, fmt.Errorf("no schedstat for pid %d (kernel without CONFIG_SCHED_INFO, or the process is gone)", pid)
+	}
+	var sum SchedStat
+	for _, t := range tasks {
+		b, err := os.ReadFile(t)
+		if err != nil {
+			continue // the thread exited
+		}
+		s, err := parseSchedStat(b)
+		if err != nil {
+			return SchedStat{}, fmt.Errorf("%s: %w", t, err)
+		}
+		sum.Run += s.Run
+		sum.Wait += s.Wait
+		sum.Slices += s.Slices
+	}
+	return sum, nil
+}
+
+// parseSchedStat reads "run_ns wait_ns slices" (one line).
+func parseSchedStat(b []byte) (SchedStat, error) {
+	f := strings.Fields(string(b))
+	if len(f) != 3 {
+		return SchedStat{}, fmt.Errorf("schedstat: %q: want three numbers", truncate(b))
+	}
+	var v [3]int64
+	for i := range v {
+		n, err := strconv.ParseInt(f[i], 10, 64)
+		if err != nil {
+			return SchedStat{}, fmt.Errorf("schedstat: %w", err)
+		}
+		v[i] = n
+	}
+	return SchedStat{Run: time.Duration(v[0]), Wait: time.Duration(v[1]), Slices: v[2]}, nil
 }
 
 func truncate(b []byte) string {

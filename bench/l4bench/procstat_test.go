@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"os"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -41,13 +42,28 @@ func TestParseStat(t *testing.T) {
 	}
 }
 
+func TestParseSchedStat(t *testing.T) {
+	got, err := parseSchedStat([]byte("2038000000 9734000000 34806\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (SchedStat{Run: 2038 * time.Millisecond, Wait: 9734 * time.Millisecond, Slices: 34806}); got != want {
+		t.Errorf("got %+v, want %+v", got, want)
+	}
+	for _, bad := range []string{"", "1 2", "1 x 3"} {
+		if _, err := parseSchedStat([]byte(bad)); err == nil {
+			t.Errorf("%q: no error", bad)
+		}
+	}
+}
+
 func TestParseStatusMemory(t *testing.T) {
 	status := "Name:\tztunnel\nVmPeak:\t 1300000 kB\nVmHWM:\t   24576 kB\nVmRSS:\t   20480 kB\nRssAnon:\t    6144 kB\nRssFile:\t   14336 kB\nThreads:\t9\n"
 	got, err := parseStatusMemory([]byte(status))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := (procMemory{RSS: 20 << 20, Anon: 6 << 20, Peak: 24 << 20}); got != want {
+	if want := (ProcMemory{RSS: 20 << 20, Anon: 6 << 20, Peak: 24 << 20}); got != want {
 		t.Errorf("got %+v, want %+v", got, want)
 	}
 	// Kernel threads and zombies have no VmRSS.
@@ -111,10 +127,10 @@ func TestOwnProcess(t *testing.T) {
 	if _, err := os.Stat("/proc/self/stat"); err != nil {
 		t.Skip("no /proc")
 	}
-	if _, err := procCPU(os.Getpid()); err != nil {
+	if _, err := ProcCPU(os.Getpid()); err != nil {
 		t.Error(err)
 	}
-	m, err := readProcMemory(os.Getpid())
+	m, err := ReadProcMemory(os.Getpid())
 	if err != nil {
 		t.Fatal(err)
 	}

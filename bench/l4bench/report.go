@@ -33,8 +33,8 @@ type PathResult struct {
 	Name       string
 	Skipped    string   // why the path was not measured at all
 	Errors     []string // measurements that failed
-	Latency    *httpResult
-	Connect    *httpResult
+	Latency    *HTTPResult
+	Connect    *HTTPResult
 	Throughput *bulkResult
 	Procs      []ProcResult // the path's proxy processes, client side first
 }
@@ -60,8 +60,8 @@ type ProcResult struct {
 
 func (p *PathResult) measured() bool { return p.Skipped == "" }
 
-// per1k returns cores per 1,000 (requests or connections) per second.
-func per1k(cores, rate float64) float64 {
+// Per1k returns cores per 1,000 (requests or connections) per second.
+func Per1k(cores, rate float64) float64 {
 	if rate <= 0 {
 		return 0
 	}
@@ -101,7 +101,7 @@ func (r *Report) Write(w io.Writer) error {
 	}
 	fmt.Fprintf(&b, "- load: fortio, %s req/s over %d keep-alive connections, %d-byte POST bodies echoed back, %s measured per path; "+
 		"new connections: fortio without keep-alive, %d concurrent, as fast as possible, %s; throughput: one TCP stream, %s\n\n",
-		num(s.QPS, 0), s.Connections, s.Payload, secs(s.LatencySeconds), s.ConnConcurrency, secs(s.ConnSeconds), secs(s.ThroughputSeconds))
+		Num(s.QPS, 0), s.Connections, s.Payload, secs(s.LatencySeconds), s.ConnConcurrency, secs(s.ConnSeconds), secs(s.ThroughputSeconds))
 
 	direct := r.path("direct")
 	b.WriteString("| path | throughput, 1 stream | × direct | p50 | p90 | p99 | added p90 | req/s | new conn/s | × direct |\n")
@@ -114,7 +114,7 @@ func (r *Report) Write(w io.Writer) error {
 		}
 		cells := []string{p.Name}
 		if p.Throughput != nil {
-			cells = append(cells, mbps(p.Throughput), ratio(rate(p.Throughput), rateOf(direct)))
+			cells = append(cells, mbps(p.Throughput), Ratio(rate(p.Throughput), rateOf(direct)))
 		} else {
 			cells = append(cells, "–", "–")
 		}
@@ -123,16 +123,16 @@ func (r *Report) Write(w io.Writer) error {
 			if direct != nil && direct.Latency != nil && p != direct {
 				added = fmt.Sprintf("%+.3f ms", (l.P90-direct.Latency.P90)*1e3)
 			}
-			reqs := num(l.QPS, 0)
+			reqs := Num(l.QPS, 0)
 			if l.Errors > 0 {
 				reqs += fmt.Sprintf(" (%d errors)", l.Errors)
 			}
-			cells = append(cells, ms(l.P50), ms(l.P90), ms(l.P99), added, reqs)
+			cells = append(cells, Millis(l.P50), Millis(l.P90), Millis(l.P99), added, reqs)
 		} else {
 			cells = append(cells, "–", "–", "–", "–", "–")
 		}
 		if c := p.Connect; c != nil {
-			conns := num(connRate(c), 0)
+			conns := Num(connRate(c), 0)
 			if c.Errors > 0 {
 				conns += fmt.Sprintf(" (%d errors)", c.Errors)
 			}
@@ -140,15 +140,15 @@ func (r *Report) Write(w io.Writer) error {
 			if direct != nil && direct.Connect != nil {
 				d = connRate(direct.Connect)
 			}
-			cells = append(cells, conns, ratio(connRate(c), d))
+			cells = append(cells, conns, Ratio(connRate(c), d))
 		} else {
 			cells = append(cells, "–", "–")
 		}
 		fmt.Fprintf(&b, "| %s |\n", strings.Join(cells, " | "))
 	}
 
-	fmt.Fprintf(&b, "\nProxy processes (CPU from /proc/<pid>/stat over each measured window; RSS: VmRSS before any load and the largest sampled during the %s req/s phase, with its anonymous part (RssAnon: without the executable's pages); peak: VmHWM at the end of the run):\n\n", num(s.QPS, 0))
-	b.WriteString("| process | cores at " + num(s.QPS, 0) + " req/s | cores per 1,000 req/s | RSS idle | RSS at " + num(s.QPS, 0) + " req/s | peak RSS | cores per 1,000 new conn/s | CPU seconds per GB streamed |\n")
+	fmt.Fprintf(&b, "\nProxy processes (CPU from /proc/<pid>/stat over each measured window; RSS: VmRSS before any load and the largest sampled during the %s req/s phase, with its anonymous part (RssAnon: without the executable's pages); peak: VmHWM at the end of the run):\n\n", Num(s.QPS, 0))
+	b.WriteString("| process | cores at " + Num(s.QPS, 0) + " req/s | cores per 1,000 req/s | RSS idle | RSS at " + Num(s.QPS, 0) + " req/s | peak RSS | cores per 1,000 new conn/s | CPU seconds per GB streamed |\n")
 	b.WriteString("|---|---|---|---|---|---|---|---|\n")
 	for i := range r.Paths {
 		p := &r.Paths[i]
@@ -169,8 +169,8 @@ func (r *Report) Write(w io.Writer) error {
 			if p.Connect != nil {
 				cps = connRate(p.Connect)
 			}
-			fmt.Fprintf(&b, "| %s | %.3f | %.3f | %s | %s (anon %s) | %s | %.3f | %.2f |\n", pr.Name, pr.LatencyCores, per1k(pr.LatencyCores, qps),
-				mb(pr.IdleRSS), mb(pr.LatencyRSS), mb(pr.LatencyAnon), mb(pr.PeakRSS), per1k(pr.ConnectCores, cps), perGB(pr.ThroughputCores, p.Throughput))
+			fmt.Fprintf(&b, "| %s | %.3f | %.3f | %s | %s (anon %s) | %s | %.3f | %.2f |\n", pr.Name, pr.LatencyCores, Per1k(pr.LatencyCores, qps),
+				MiB(pr.IdleRSS), MiB(pr.LatencyRSS), MiB(pr.LatencyAnon), MiB(pr.PeakRSS), Per1k(pr.ConnectCores, cps), perGB(pr.ThroughputCores, p.Throughput))
 		}
 	}
 
@@ -211,22 +211,22 @@ func (r *Report) ratios() []string {
 		}
 		var parts []string
 		if zt.Throughput != nil && o.Throughput != nil {
-			parts = append(parts, "throughput "+ratio(rate(zt.Throughput), rate(o.Throughput)))
+			parts = append(parts, "throughput "+Ratio(rate(zt.Throughput), rate(o.Throughput)))
 		}
 		if zt.Latency != nil && o.Latency != nil {
-			parts = append(parts, "p90 "+ratio(zt.Latency.P90, o.Latency.P90))
+			parts = append(parts, "p90 "+Ratio(zt.Latency.P90, o.Latency.P90))
 		}
 		if zt.Connect != nil && o.Connect != nil {
-			parts = append(parts, "new conn/s "+ratio(connRate(zt.Connect), connRate(o.Connect)))
+			parts = append(parts, "new conn/s "+Ratio(connRate(zt.Connect), connRate(o.Connect)))
 		}
 		z, p := zt.pair(), o.pair()
 		if len(o.Procs) > 0 && zt.Latency != nil && o.Latency != nil {
 			parts = append(parts,
-				"CPU per 1,000 req/s "+ratio(per1k(z.LatencyCores, zt.Latency.QPS), per1k(p.LatencyCores, o.Latency.QPS)),
-				"RSS "+ratio(float64(z.LatencyRSS), float64(p.LatencyRSS)))
+				"CPU per 1,000 req/s "+Ratio(Per1k(z.LatencyCores, zt.Latency.QPS), Per1k(p.LatencyCores, o.Latency.QPS)),
+				"RSS "+Ratio(float64(z.LatencyRSS), float64(p.LatencyRSS)))
 		}
 		if len(o.Procs) > 0 && zt.Throughput != nil && o.Throughput != nil {
-			parts = append(parts, "CPU per GB streamed "+ratio(perGB(z.ThroughputCores, zt.Throughput), perGB(p.ThroughputCores, o.Throughput)))
+			parts = append(parts, "CPU per GB streamed "+Ratio(perGB(z.ThroughputCores, zt.Throughput), perGB(p.ThroughputCores, o.Throughput)))
 		}
 		if len(parts) > 0 {
 			out = append(out, fmt.Sprintf("ztunnel/%s: %s", o.Name, strings.Join(parts, ", ")))
@@ -248,13 +248,13 @@ func (r *Report) targets() [][3]string {
 	var out [][3]string
 	if zt != nil && zt.Throughput != nil && hap != nil && hap.Throughput != nil {
 		z, h := rate(zt.Throughput), rate(hap.Throughput)
-		out = append(out, [3]string{"throughput ≥ the HAProxy pair's", fmt.Sprintf("%s vs %s (%s)", mbps(zt.Throughput), mbps(hap.Throughput), ratio(z, h)), verdict(z >= h)})
+		out = append(out, [3]string{"throughput ≥ the HAProxy pair's", fmt.Sprintf("%s vs %s (%s)", mbps(zt.Throughput), mbps(hap.Throughput), Ratio(z, h)), verdict(z >= h)})
 	} else {
 		out = append(out, [3]string{"throughput ≥ the HAProxy pair's", "not measured", ""})
 	}
 	if zt != nil && zt.Latency != nil && direct != nil && direct.Latency != nil {
 		added := zt.Latency.P90 - direct.Latency.P90
-		out = append(out, [3]string{fmt.Sprintf("added p90 ≤ %s ms", num(s.TargetAddedP90Secs*1e3, 1)), fmt.Sprintf("%+.3f ms", added*1e3), verdict(added <= s.TargetAddedP90Secs)})
+		out = append(out, [3]string{fmt.Sprintf("added p90 ≤ %s ms", Num(s.TargetAddedP90Secs*1e3, 1)), fmt.Sprintf("%+.3f ms", added*1e3), verdict(added <= s.TargetAddedP90Secs)})
 	} else {
 		out = append(out, [3]string{"added p90", "not measured", ""})
 	}
@@ -262,16 +262,16 @@ func (r *Report) targets() [][3]string {
 		var cpu, rss []string
 		cpuOK, rssOK := true, true
 		for _, p := range zt.Procs {
-			c := per1k(p.LatencyCores, zt.Latency.QPS)
+			c := Per1k(p.LatencyCores, zt.Latency.QPS)
 			m := float64(p.LatencyRSS) / (1 << 20)
 			cpu = append(cpu, fmt.Sprintf("%s %.3f", p.Name, c))
-			rss = append(rss, fmt.Sprintf("%s %.1f MiB (anon %s)", p.Name, m, mb(p.LatencyAnon)))
+			rss = append(rss, fmt.Sprintf("%s %.1f MiB (anon %s)", p.Name, m, MiB(p.LatencyAnon)))
 			cpuOK = cpuOK && c <= s.TargetCPUPer1k
 			rssOK = rssOK && m <= s.TargetRSSMiB
 		}
 		out = append(out,
-			[3]string{fmt.Sprintf("CPU ≤ %s cores per 1,000 req/s, each ztunnel", num(s.TargetCPUPer1k, 2)), strings.Join(cpu, "; "), verdict(cpuOK)},
-			[3]string{fmt.Sprintf("RSS ≤ %s MiB at 1,000 req/s, each ztunnel", num(s.TargetRSSMiB, 0)), strings.Join(rss, "; "), verdict(rssOK)})
+			[3]string{fmt.Sprintf("CPU ≤ %s cores per 1,000 req/s, each ztunnel", Num(s.TargetCPUPer1k, 2)), strings.Join(cpu, "; "), verdict(cpuOK)},
+			[3]string{fmt.Sprintf("RSS ≤ %s MiB at 1,000 req/s, each ztunnel", Num(s.TargetRSSMiB, 0)), strings.Join(rss, "; "), verdict(rssOK)})
 	}
 	return out
 }
@@ -300,31 +300,33 @@ func rateOf(p *PathResult) float64 {
 
 // connRate is new connections per second: fortio's socket count over the
 // run (one per request without keep-alive).
-func connRate(h *httpResult) float64 {
+func connRate(h *HTTPResult) float64 {
 	if h == nil || h.Seconds <= 0 {
 		return 0
 	}
 	return float64(h.Sockets) / h.Seconds
 }
 
-// ratio formats a/b as "1.30×"; "n/a" when either is unknown.
-func ratio(a, b float64) string {
+// Ratio formats a/b as "1.30×"; "n/a" when either is unknown.
+func Ratio(a, b float64) string {
 	if a <= 0 || b <= 0 {
 		return "n/a"
 	}
 	return fmt.Sprintf("%.2f×", a/b)
 }
 
-func mbps(b *bulkResult) string { return num(rate(b)/1e6, 0) + " MB/s" }
+func mbps(b *bulkResult) string { return Num(rate(b)/1e6, 0) + " MB/s" }
 
-func ms(seconds float64) string { return fmt.Sprintf("%.3f ms", seconds*1e3) }
+// Millis formats seconds as milliseconds, "0.170 ms".
+func Millis(seconds float64) string { return fmt.Sprintf("%.3f ms", seconds*1e3) }
 
-func mb(bytes int64) string { return fmt.Sprintf("%.1f MiB", float64(bytes)/(1<<20)) }
+// MiB formats bytes in mebibytes, "12.0 MiB".
+func MiB(bytes int64) string { return fmt.Sprintf("%.1f MiB", float64(bytes)/(1<<20)) }
 
-func secs(s float64) string { return num(s, 0) + " s" }
+func secs(s float64) string { return Num(s, 0) + " s" }
 
-// num formats v with prec decimals and a thousands separator.
-func num(v float64, prec int) string {
+// Num formats v with prec decimals and a thousands separator.
+func Num(v float64, prec int) string {
 	s := fmt.Sprintf("%.*f", prec, v)
 	intPart, frac, _ := strings.Cut(s, ".")
 	neg := strings.HasPrefix(intPart, "-")

@@ -31,24 +31,24 @@ func near(a, b float64) bool { d := a - b; return d < 1e-9 && d > -1e-9 }
 
 func TestFormatting(t *testing.T) {
 	for _, tc := range []struct{ got, want string }{
-		{ratio(130, 100), "1.30×"},
-		{ratio(1, 0), "n/a"},
-		{ratio(0, 5), "n/a"},
-		{num(1234567.891, 1), "1,234,567.9"},
-		{num(-1234, 0), "-1,234"},
-		{num(999, 0), "999"},
-		{ms(0.000170), "0.170 ms"},
-		{mb(12 << 20), "12.0 MiB"},
+		{Ratio(130, 100), "1.30×"},
+		{Ratio(1, 0), "n/a"},
+		{Ratio(0, 5), "n/a"},
+		{Num(1234567.891, 1), "1,234,567.9"},
+		{Num(-1234, 0), "-1,234"},
+		{Num(999, 0), "999"},
+		{Millis(0.000170), "0.170 ms"},
+		{MiB(12 << 20), "12.0 MiB"},
 		{mbps(&bulkResult{Bytes: 800e6, Seconds: 2}), "400 MB/s"},
 	} {
 		if tc.got != tc.want {
 			t.Errorf("got %q, want %q", tc.got, tc.want)
 		}
 	}
-	if got := per1k(0.12, 2000); !near(got, 0.06) {
-		t.Errorf("per1k(0.12 cores, 2,000/s) = %v, want 0.06", got)
+	if got := Per1k(0.12, 2000); !near(got, 0.06) {
+		t.Errorf("Per1k(0.12 cores, 2,000/s) = %v, want 0.06", got)
 	}
-	if got := connRate(&httpResult{Sockets: 5000, Seconds: 2}); got != 2500 {
+	if got := connRate(&HTTPResult{Sockets: 5000, Seconds: 2}); got != 2500 {
 		t.Errorf("connRate = %v, want 2500", got)
 	}
 }
@@ -56,11 +56,11 @@ func TestFormatting(t *testing.T) {
 // sampleReport is a run with every kind of row: measured paths, a peer
 // that is not installed, a failed measurement.
 func sampleReport() *Report {
-	lat := func(p50, p90, p99 float64) *httpResult {
-		return &httpResult{Requests: 10000, Seconds: 10, QPS: 1000, P50: p50 / 1e3, P90: p90 / 1e3, P99: p99 / 1e3, Max: 2 * p99 / 1e3}
+	lat := func(p50, p90, p99 float64) *HTTPResult {
+		return &HTTPResult{Requests: 10000, Seconds: 10, QPS: 1000, P50: p50 / 1e3, P90: p90 / 1e3, P99: p99 / 1e3, Max: 2 * p99 / 1e3}
 	}
-	conn := func(perSec float64) *httpResult {
-		return &httpResult{Requests: int64(perSec * 5), Sockets: int64(perSec * 5), Seconds: 5, QPS: perSec}
+	conn := func(perSec float64) *HTTPResult {
+		return &HTTPResult{Requests: int64(perSec * 5), Sockets: int64(perSec * 5), Seconds: 5, QPS: perSec}
 	}
 	bulk := func(mbps float64) *bulkResult { return &bulkResult{Bytes: int64(mbps * 5e6), Seconds: 5} }
 	return &Report{

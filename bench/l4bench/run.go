@@ -26,20 +26,14 @@ The roles it starts itself (not for direct use): app, load, ztunnel.
 
 // Run runs the l4bench command line; args are the arguments after the
 // program name. Results go to stdout, progress and the children's logs to
-// stderr. stdin is only read by the ztunnel role (commands from the bench).
+// stderr. stdin is read by the roles (commands from the bench).
 func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		switch args[0] {
-		case "app":
-			return runApp(ctx, args[1:], stdout, stderr)
-		case "load":
-			return runLoad(ctx, args[1:], stdout, stderr)
-		case "ztunnel":
-			return runZtunnel(ctx, args[1:], stdin, stdout, stderr)
-		default:
+		err := RunRole(ctx, args[0], args[1:], stdin, stdout, stderr)
+		if errors.Is(err, errUnknownRole) {
 			fmt.Fprint(stderr, usage)
-			return fmt.Errorf("%w: unknown command %q", ErrUsage, args[0])
 		}
+		return err
 	}
 	var cfg Config
 	fs := flag.NewFlagSet("l4bench", flag.ContinueOnError)
@@ -75,6 +69,32 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return fmt.Errorf("%w: %w", ErrUsage, err)
 	}
 	return runBench(ctx, cfg, stdout, stderr)
+}
+
+var errUnknownRole = fmt.Errorf("%w: unknown command", ErrUsage)
+
+// RunRole runs one of the processes a benchmark starts from its own binary:
+//
+//   - "app": the server pod's application, fortio's echo handler and a
+//     throughput sink (app.go);
+//   - "load": the load generator in the client pod (load.go; RunLoad
+//     starts it and measures over it);
+//   - "ztunnel": one node's ztunnel with static routes (ztunnel.go;
+//     RunZtunnel runs it with routes from an xDS server).
+//
+// args are the role's flags; a role reads commands on stdin and prints
+// its state on stdout, line by line. Another benchmark's binary (l7bench)
+// runs the same roles by calling RunRole.
+func RunRole(ctx context.Context, role string, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	switch role {
+	case "app":
+		return runApp(ctx, args, stdin, stdout, stderr)
+	case "load":
+		return runLoad(ctx, args, stdout, stderr)
+	case "ztunnel":
+		return runZtunnel(ctx, args, stdin, stdout, stderr, nil)
+	}
+	return fmt.Errorf("%w %q", errUnknownRole, role)
 }
 
 // allPaths are the paths in the order they are measured and printed.

@@ -23,7 +23,8 @@ func TestRunUsage(t *testing.T) {
 		{"zero duration", []string{"-duration", "0s"}},
 		{"argument", []string{"-qps", "10", "extra"}},
 		{"load: unknown mode", []string{"load", "-mode", "udp"}},
-		{"ztunnel: bad IP", []string{"ztunnel", "-ip", "x"}},
+		{"ztunnel: bad pod", []string{"ztunnel", "-pod", "client,x,/proc/1/ns/net"}},
+		{"ztunnel: no pod", []string{"ztunnel", "-identity", "spiffe://cluster.local/ns/a/sa/b"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var stdout, stderr bytes.Buffer

@@ -1,7 +1,6 @@
 package l4bench
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -12,65 +11,117 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
-	"path/filepath"
-	"runtime/pprof"
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/ambientlite/mesh/bench/profiling"
 	"github.com/ambientlite/mesh/internal/hbone"
-	"github.com/ambientlite/mesh/ztunnel/capture"
 	"github.com/ambientlite/mesh/ztunnel/proxy"
 )
 
 // The "ztunnel" role is one node's ztunnel reduced to its data path:
-// ztunnel/proxy serving one pod, whose namespace it opens its listeners in
-// (15001, 15006, 15008) from the host namespace, as the daemon does. Routes
-// and policy are static (staticResolver), the certificate comes from a file;
-// metrics go to a registry as in the daemon, the access log to a file. It
-// prints "ready" once the pod is served, then reads commands on stdin:
-// "profile NAME" starts a CPU profile (written to -profile-dir), "stop" ends
-// it. It exits on SIGTERM or when stdin closes.
+// ztunnel/proxy serving the node's pods (one or more -pod), whose
+// namespaces it opens its listeners in (15001, 15006, 15008) from the host
+// namespace, as the daemon does. The certificate of the pods' one identity
+// comes from a file; metrics go to a registry as in the daemon, the access
+// log to a file. Where connections go and who may connect is either
+//
+//   - static (-peer-ip, -peer-identity, -allow: l4bench's two pods), or
+//   - the mesh's configuration from an xDS server (-xds-address), through
+//     the XDSResolverFunc the binary passes to RunZtunnel (l7bench's, fed by
+//     delta ADS). l4bench's own binary has none: it does not link an xDS
+//     client, so that its ztunnels' memory is not inflated by one.
+//
+// It prints "ready" once the pods are served (and, from xDS, known), then
+// reads commands on stdin (profiling.ServeCommands). It exits on SIGTERM or
+// when stdin closes.
 
-func runZtunnel(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+// XDSConfig is what the ztunnel role knows of its xDS server and pods.
+type XDSConfig struct {
+	// Address, ServerName, RootCertFile and TokenFile are the -xds-address,
+	// -xds-server-name, -ca and -token-file flags.
+	Address, ServerName, RootCertFile, TokenFile string
+	// Node is the -node flag.
+	Node string
+	// Pods are the pods served (their addresses, identity, namespaces).
+	Pods   []proxy.Pod
+	Logger *slog.Logger
+}
+
+// XDSResolverFunc follows the mesh's configuration from cfg's server until
+// ctx ends, and returns a resolver answering from it once the pods are
+// known there.
+type XDSResolverFunc func(ctx context.Context, cfg XDSConfig) (proxy.Resolver, error)
+
+// RunZtunnel is the ztunnel role (see above) of a binary that resolves from
+// xDS with xds; RunRole runs it with none.
+func RunZtunnel(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, xds XDSResolverFunc) error {
+	return runZtunnel(ctx, args, stdin, stdout, stderr, xds)
+}
+
+func runZtunnel(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, xds XDSResolverFunc) error {
 	fs := flag.NewFlagSet("ztunnel", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	netns := fs.String("netns", "", "the pod's network namespace (capture already applied)")
-	pod := fs.String("pod", "", "the pod's name (also the profile file prefix)")
-	ip := fs.String("ip", "", "the pod's IP")
-	id := fs.String("identity", "", "the pod's SPIFFE identity")
-	cert := fs.String("cert", "", "PEM file: the pod's certificate and key")
-	ca := fs.String("ca", "", "PEM file: the mesh root")
-	peerIP := fs.String("peer-ip", "", "outbound: the only destination, reached over HBONE on its :15008")
-	peerID := fs.String("peer-identity", "", "outbound: the identity the peer must present")
-	allow := fs.String("allow", "", "inbound: the only identity let in (plaintext is refused, as with STRICT)")
+	node := fs.String("node", "", "the node's name (the profile file prefix: ztunnel-<node>-<phase>.pprof)")
+	var pods podFlags
+	fs.Var(&pods, "pod", "a pod served, NAME,IP,NETNS (capture already applied in NETNS); repeatable")
+	id := fs.String("identity", "", "the pods' SPIFFE identity")
+	cert := fs.String("cert", "", "PEM file: the pods' certificate and key")
+	ca := fs.String("ca", "", "PEM file: the mesh root (also verifies the xDS server)")
+	peerIP := fs.String("peer-ip", "", "static: the only destination, reached over HBONE on its :15008")
+	peerID := fs.String("peer-identity", "", "static: the identity the peer must present")
+	allow := fs.String("allow", "", "static: the only identity let in (plaintext is refused, as with STRICT)")
+	xdsAddr := fs.String("xds-address", "", "from the mesh: the delta ADS server, host:port")
+	xdsName := fs.String("xds-server-name", "", "the name the xDS server's certificate must carry (default: the host of -xds-address)")
+	tokenFile := fs.String("token-file", "", "the token sent to the xDS server")
 	accessLog := fs.String("access-log", "", "access log file (default: discard)")
 	profileDir := fs.String("profile-dir", "", "directory for CPU profiles asked for on stdin")
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: %w", ErrUsage, err)
 	}
-	podIP, err := netip.ParseAddr(*ip)
+	self, err := hbone.ParseIdentity(*id)
 	if err != nil {
-		return fmt.Errorf("%w: -ip: %w", ErrUsage, err)
+		return fmt.Errorf("%w: -identity: %w", ErrUsage, err)
 	}
-	var r staticResolver
-	if r.peer, err = netip.ParseAddr(*peerIP); err != nil {
-		return fmt.Errorf("%w: -peer-ip: %w", ErrUsage, err)
+	if len(pods) == 0 {
+		return fmt.Errorf("%w: no -pod", ErrUsage)
 	}
-	for _, f := range []struct {
-		dst  *hbone.Identity
-		flag string
-	}{{&r.self, *id}, {&r.peerID, *peerID}, {&r.allow, *allow}} {
-		if *f.dst, err = hbone.ParseIdentity(f.flag); err != nil {
-			return fmt.Errorf("%w: %w", ErrUsage, err)
-		}
-	}
-	certs, err := loadCertificates(r.self, *cert, *ca)
+	certs, err := loadCertificates(self, *cert, *ca)
 	if err != nil {
 		return err
 	}
-
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+
+	served := make([]proxy.Pod, len(pods))
+	for i, pod := range pods {
+		served[i] = proxy.Pod{UID: pod.name, Name: pod.name, Namespace: self.Namespace, Identity: self,
+			IPs: []netip.Addr{pod.ip}, NetNS: pod.netns}
+	}
+	var resolver proxy.Resolver
+	switch {
+	case *xdsAddr == "":
+		r := staticResolver{self: self}
+		if r.peer, err = netip.ParseAddr(*peerIP); err != nil {
+			return fmt.Errorf("%w: -peer-ip: %w", ErrUsage, err)
+		}
+		if r.peerID, err = hbone.ParseIdentity(*peerID); err != nil {
+			return fmt.Errorf("%w: -peer-identity: %w", ErrUsage, err)
+		}
+		if r.allow, err = hbone.ParseIdentity(*allow); err != nil {
+			return fmt.Errorf("%w: -allow: %w", ErrUsage, err)
+		}
+		resolver = r
+	case xds == nil:
+		return fmt.Errorf("%w: -xds-address: this binary's ztunnel has static routes only", ErrUsage)
+	default:
+		resolver, err = xds(ctx, XDSConfig{Address: *xdsAddr, ServerName: *xdsName, RootCertFile: *ca, TokenFile: *tokenFile,
+			Node: *node, Pods: served, Logger: logger.With("component", "xds")})
+		if err != nil {
+			return err
+		}
+	}
+
 	access := slog.New(slog.DiscardHandler)
 	if *accessLog != "" {
 		f, err := os.Create(*accessLog)
@@ -84,94 +135,48 @@ func runZtunnel(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	if err != nil {
 		return err
 	}
-	p, err := proxy.New(proxy.Config{Resolver: r, Certificates: certs, Metrics: metrics, Logger: logger, AccessLog: access})
+	p, err := proxy.New(proxy.Config{Resolver: resolver, Certificates: certs, Metrics: metrics, Logger: logger, AccessLog: access})
 	if err != nil {
 		return err
 	}
 	defer p.Close()
-	err = p.AddPod(ctx, proxy.Pod{
-		UID: *pod, Name: *pod, Namespace: r.self.Namespace, Identity: r.self,
-		IPs: []netip.Addr{podIP}, NetNS: *netns,
-	})
+	for _, pod := range served {
+		if err := p.AddPod(ctx, pod); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintln(stdout, "ready")
+	return profiling.ServeCommands(ctx, stdin, *profileDir, "ztunnel-"+*node)
+}
+
+// podFlags are the -pod flags: NAME,IP,NETNS each.
+type podFlags []podFlag
+
+type podFlag struct {
+	name  string
+	ip    netip.Addr
+	netns string
+}
+
+func (p *podFlags) String() string {
+	var s []string
+	for _, f := range *p {
+		s = append(s, f.name+","+f.ip.String()+","+f.netns)
+	}
+	return strings.Join(s, " ")
+}
+
+func (p *podFlags) Set(v string) error {
+	parts := strings.Split(v, ",")
+	if len(parts) != 3 || parts[0] == "" || parts[2] == "" {
+		return fmt.Errorf("want NAME,IP,NETNS, got %q", v)
+	}
+	ip, err := netip.ParseAddr(parts[1])
 	if err != nil {
 		return err
 	}
-	fmt.Fprintln(stdout, "ready")
-
-	cmds := make(chan string)
-	go func() {
-		defer close(cmds)
-		sc := bufio.NewScanner(stdin)
-		for sc.Scan() {
-			cmds <- sc.Text()
-		}
-	}()
-	var profile *os.File
-	defer func() {
-		if profile != nil {
-			pprof.StopCPUProfile()
-			profile.Close()
-		}
-	}()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case cmd, ok := <-cmds:
-			if !ok {
-				return nil // the bench is gone
-			}
-			switch name, isProfile := strings.CutPrefix(cmd, "profile "); {
-			case isProfile && profile == nil && *profileDir != "":
-				f, err := os.Create(filepath.Join(*profileDir, "ztunnel-"+*pod+"-"+name+".pprof"))
-				if err != nil {
-					return err
-				}
-				if err := pprof.StartCPUProfile(f); err != nil {
-					f.Close()
-					return err
-				}
-				profile = f
-			case cmd == "stop" && profile != nil:
-				pprof.StopCPUProfile()
-				if err := profile.Close(); err != nil {
-					return err
-				}
-				profile = nil
-			}
-		}
-	}
-}
-
-// staticResolver is the whole mesh of the benchmark: the client pod's
-// outbound traffic to the peer goes over HBONE to the peer's 15008 (which
-// must present peerID); inbound, only allow is let in and plaintext is
-// refused.
-type staticResolver struct {
-	self, peerID, allow hbone.Identity
-	peer                netip.Addr
-}
-
-func (r staticResolver) Outbound(_ context.Context, _ proxy.Pod, dst netip.AddrPort) (proxy.Upstream, error) {
-	if dst.Addr() != r.peer {
-		return proxy.Upstream{}, fmt.Errorf("no route to %s", dst)
-	}
-	return proxy.Upstream{
-		NextHop:  netip.AddrPortFrom(r.peer, capture.DefaultHBONEPort),
-		Identity: r.peerID,
-		Workload: proxy.WorkloadInfo{Name: r.peerID.ServiceAccount, Namespace: r.peerID.Namespace, Identity: r.peerID},
-	}, nil
-}
-
-func (r staticResolver) Inbound(_ context.Context, c proxy.InboundConn) (proxy.Decision, error) {
-	switch {
-	case c.Plaintext:
-		return proxy.Decision{Policy: "STRICT mTLS"}, nil
-	case c.SourceIdentity != r.allow:
-		return proxy.Decision{Policy: "l4bench allow-client"}, nil
-	}
-	return proxy.Decision{Allow: true, Policy: "l4bench allow-client",
-		Source: proxy.WorkloadInfo{Name: r.allow.ServiceAccount, Namespace: r.allow.Namespace, Identity: r.allow}}, nil
+	*p = append(*p, podFlag{name: parts[0], ip: ip, netns: parts[2]})
+	return nil
 }
 
 // fileCertificates is the pod's one certificate, loaded from a file.
