@@ -295,13 +295,14 @@ func operationMatch(to *securityv1beta1.Rule_To, at string, issues *ruleIssues) 
 	return m
 }
 
-// sourceMatch translates a `from` entry.
-func sourceMatch(from *securityv1beta1.Rule_From, namespace, at string, issues *ruleIssues) *security.Match {
-	m := &security.Match{}
+// checkSource returns from's source, having recorded what neither ztunnel
+// nor a waypoint evaluates (request principals, remote IP blocks, trust
+// domains) and a missing or empty source; nil when there is none.
+func checkSource(from *securityv1beta1.Rule_From, at string, issues *ruleIssues) *securityv1beta1.Source {
 	s := from.GetSource()
 	if s == nil {
 		issues.invalidf("%s has no source", at)
-		return m
+		return nil
 	}
 	issues.unsupportedIf(len(s.GetRequestPrincipals()) > 0, "requestPrincipals")
 	issues.unsupportedIf(len(s.GetNotRequestPrincipals()) > 0, "notRequestPrincipals")
@@ -311,6 +312,16 @@ func sourceMatch(from *securityv1beta1.Rule_From, namespace, at string, issues *
 	issues.unsupportedIf(len(s.GetNotTrustDomains()) > 0, "notTrustDomains")
 	if proto.Size(s) == 0 {
 		issues.invalidf("%s.source is empty", at)
+	}
+	return s
+}
+
+// sourceMatch translates a `from` entry.
+func sourceMatch(from *securityv1beta1.Rule_From, namespace, at string, issues *ruleIssues) *security.Match {
+	m := &security.Match{}
+	s := checkSource(from, at, issues)
+	if s == nil {
+		return m
 	}
 	at += ".source."
 	m.Principals, _ = stringMatches(s.GetPrincipals(), at+"principals", issues)

@@ -240,19 +240,9 @@ func translateWaypointRule(allow bool, r *securityv1beta1.Rule, namespace string
 // policySource translates a `from` entry.
 func policySource(from *securityv1beta1.Rule_From, namespace, at string, issues *ruleIssues) *routeapi.PolicySource {
 	out := &routeapi.PolicySource{}
-	s := from.GetSource()
+	s := checkSource(from, at, issues)
 	if s == nil {
-		issues.invalidf("%s has no source", at)
 		return out
-	}
-	issues.unsupportedIf(len(s.GetRequestPrincipals()) > 0, "requestPrincipals")
-	issues.unsupportedIf(len(s.GetNotRequestPrincipals()) > 0, "notRequestPrincipals")
-	issues.unsupportedIf(len(s.GetRemoteIpBlocks()) > 0, "remoteIpBlocks")
-	issues.unsupportedIf(len(s.GetNotRemoteIpBlocks()) > 0, "notRemoteIpBlocks")
-	issues.unsupportedIf(len(s.GetTrustDomains()) > 0, "trustDomains")
-	issues.unsupportedIf(len(s.GetNotTrustDomains()) > 0, "notTrustDomains")
-	if proto.Size(s) == 0 {
-		issues.invalidf("%s.source is empty", at)
 	}
 	at += ".source."
 	out.Principals, _ = matchValues(s.GetPrincipals(), at+"principals", issues)
